@@ -1,0 +1,110 @@
+"""Flags every subcommand shares, parsed as kubectl parses them, and the source they select."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import kinds
+from ..cluster import ConnectionOptions, KubeError, connect
+from ..kinds import UnknownKindError
+from ..sources import ClusterSource, ManifestSource, Selection, Source, load_manifests
+
+
+class UsageError(KubeError):
+    exit_code = 2
+
+
+def warn(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def add_connection_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cluster connection (as kubectl)")
+    group.add_argument("--kubeconfig", help="path to the kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
+    group.add_argument("--context", help="the kubeconfig context to use")
+    group.add_argument("--cluster", help="the kubeconfig cluster to use")
+    group.add_argument("--user", help="the kubeconfig user to use")
+    group.add_argument("--request-timeout", default="0", metavar="DURATION",
+                       help="how long to wait for each API request (e.g. 10s, 1m; 0: no limit)")
+    group.add_argument("-v", "--v", dest="verbosity", type=int, default=0, metavar="LEVEL",
+                       help="log level: 6 logs API requests, 9 adds tracebacks on errors")
+
+
+def add_selection_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("targets", nargs="*", metavar="TYPE/NAME",
+                        help="vm/NAME, vmi/NAME, vmirs/NAME, vmpool/NAME (or TYPE NAME...)")
+    parser.add_argument("-l", "--selector", help="label selector over VMs, VMIs, VMI replica sets and VM pools")
+    parser.add_argument("--all", dest="everything", action="store_true",
+                        help="every VM, VMI, VMI replica set and VM pool in the namespace")
+    parser.add_argument("-n", "--namespace", help="the namespace (default: the context's)")
+    parser.add_argument("-A", "--all-namespaces", action="store_true", help="look in every namespace")
+    parser.add_argument("-f", "--filename", action="append", default=[], metavar="PATH",
+                        help="read objects from manifests instead of a cluster: file, directory or - (repeatable)")
+
+
+def parse_duration(text: str) -> float | None:
+    """kubectl's --request-timeout: a bare number is seconds; units s, m, h, ms; 0 means no limit."""
+    units = (("ms", 0.001), ("h", 3600.0), ("m", 60.0), ("s", 1.0))
+    value = text.strip()
+    try:
+        for suffix, factor in units:
+            if value.endswith(suffix):
+                seconds = float(value[: -len(suffix)]) * factor
+                break
+        else:
+            seconds = float(value)
+    except ValueError:
+        raise UsageError(f'error: invalid duration "{text}": use a number with a unit, such as 30s or 1m') from None
+    if seconds < 0:
+        raise UsageError(f'error: invalid duration "{text}": must not be negative')
+    return seconds or None
+
+
+def parse_targets(words: list[str]) -> tuple[tuple[kinds.Kind, str], ...]:
+    """``vm/a vmi/b`` or ``vm a b`` (kubectl's two forms) into (Kind, name) pairs of root kinds."""
+    if not words:
+        return ()
+    try:
+        if "/" not in words[0]:
+            kind = kinds.resolve_type(words[0], kinds.ROOT_KINDS)
+            if len(words) == 1:
+                raise UsageError(f"error: no name given for {words[0]}: use TYPE/NAME, TYPE NAME, -l or --all")
+            if any("/" in w for w in words[1:]):
+                raise UsageError("error: there is no need to specify a resource type as a separate argument "
+                                 "when passing arguments in resource/name form")
+            return tuple((kind, name) for name in words[1:])
+        pairs = []
+        for word in words:
+            type_text, _, name = word.partition("/")
+            if not name or "/" not in word:
+                raise UsageError(f'error: arguments in resource/name form must have a single resource and name: "{word}"')
+            pairs.append((kinds.resolve_type(type_text, kinds.ROOT_KINDS), name))
+        return tuple(pairs)
+    except UnknownKindError as error:
+        raise UsageError(f"error: {error}") from None
+
+
+def selection_and_source(args: argparse.Namespace) -> tuple[Selection, Source]:
+    targets = parse_targets(args.targets)
+    chosen = sum(bool(x) for x in (targets, args.selector is not None, args.everything))
+    if chosen != 1:
+        raise UsageError("error: name the objects (TYPE/NAME...), or use exactly one of -l SELECTOR or --all")
+    if args.all_namespaces and targets:
+        raise UsageError("error: a resource cannot be retrieved by name across all namespaces")
+    if args.filename:
+        namespace = args.namespace or "default"
+        source: Source = ManifestSource(load_manifests(args.filename, namespace))
+    else:
+        connection = connect(connection_options(args))
+        namespace = connection.namespace
+        source = ClusterSource(connection, all_namespaces=args.all_namespaces, warn=warn)
+    selection = Selection(targets=targets, selector=args.selector, everything=args.everything,
+                          namespace=namespace, all_namespaces=args.all_namespaces)
+    return selection, source
+
+
+def connection_options(args: argparse.Namespace) -> ConnectionOptions:
+    return ConnectionOptions(kubeconfig=args.kubeconfig, context=args.context, cluster=args.cluster, user=args.user,
+                             namespace=getattr(args, "namespace", None),
+                             request_timeout=parse_duration(args.request_timeout))

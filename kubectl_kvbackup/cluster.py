@@ -1,0 +1,185 @@
+"""The only place that talks to a Kubernetes API server: kubeconfig handling, raw requests, kubectl-style errors.
+
+Requests go through the official client's ``ApiClient`` (its auth, TLS and proxy handling) but with plain JSON
+paths, so custom resources of whatever version the cluster serves need no generated models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+from urllib.parse import quote
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.config.config_exception import ConfigException
+from kubernetes.config.kube_config import KubeConfigMerger
+
+from .kinds import Kind
+
+LIST_PAGE_SIZE = 500  # kubectl's own chunk size
+
+
+class KubeError(Exception):
+    """An error to show the user as is: one line, kubectl's wording where kubectl has one."""
+
+    exit_code = 1
+
+
+class ApiError(KubeError):
+    def __init__(self, status: int, reason: str, message: str, body: dict[str, Any] | None = None):
+        self.status, self.reason, self.body = status, reason, body or {}
+        super().__init__(f"Error from server ({reason}): {message}" if reason else f"Error from server: {message}")
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    kubeconfig: str | None = None
+    context: str | None = None
+    cluster: str | None = None
+    user: str | None = None
+    namespace: str | None = None
+    request_timeout: float | None = None
+
+
+def _kubeconfig_paths(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+
+
+def _select_context(config: dict[str, Any], options: ConnectionOptions) -> tuple[str, dict[str, Any]]:
+    name = options.context or config.get("current-context")
+    contexts = {c.get("name"): c.get("context") or {} for c in config.get("contexts") or []}
+    if not name:
+        raise KubeError("error: no context is set: pass --context or set current-context in your kubeconfig")
+    if name not in contexts:
+        raise KubeError(f'error: context "{name}" does not exist in your kubeconfig')
+    return name, dict(contexts[name])
+
+
+@dataclass
+class Connection:
+    """An API client with the namespace kubectl would default to, and a count of requests made."""
+
+    api: k8s_client.ApiClient
+    namespace: str
+    request_timeout: float | None
+    requests: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def server(self) -> str:
+        return self.api.configuration.host
+
+    def request(self, method: str, path: str, query: list[tuple[str, Any]] | None = None,
+                body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
+        """One HTTP call; returns the decoded JSON body or raises ApiError/KubeError."""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        with self._lock:
+            self.requests += 1
+        method_, url, headers, _, _ = self.api.param_serialize(
+            method, path, query_params=query or [], header_params=headers, auth_settings=["BearerToken"])
+        try:
+            response = self.api.call_api(method_, url, header_params=headers, body=body,
+                                         _request_timeout=self.request_timeout)
+            response.read()
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise KubeError(f"Unable to connect to the server {self.server}: {_root_cause(error)}") from None
+        except k8s_client.ApiException as error:
+            raise KubeError(f"Unable to connect to the server {self.server}: {error.reason}") from None
+        text = response.data.decode("utf-8", "replace") if response.data else ""
+        try:
+            decoded = json.loads(text) if text else {}
+        except ValueError:
+            decoded = {"message": text.strip()[:300]}
+        if response.status >= 400:
+            raise ApiError(response.status, decoded.get("reason") or _reason_for(response.status),
+                           decoded.get("message") or f"the server responded with status {response.status}", decoded)
+        return decoded
+
+    def list_pages(self, path: str, label_selector: str = "") -> Iterator[dict[str, Any]]:
+        """Every item of a LIST, fetched in pages of LIST_PAGE_SIZE as kubectl does."""
+        token = ""
+        while True:
+            query: list[tuple[str, Any]] = [("limit", LIST_PAGE_SIZE)]
+            if token:
+                query.append(("continue", token))
+            if label_selector:
+                query.append(("labelSelector", label_selector))
+            page = self.request("GET", path, query)
+            yield from page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return
+
+
+def _reason_for(status: int) -> str:
+    return {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
+            409: "Conflict", 410: "Gone", 415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests",
+            500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}.get(status, "")
+
+
+def _root_cause(error: BaseException) -> str:
+    reason = getattr(error, "reason", None)
+    while isinstance(reason, BaseException) and getattr(reason, "reason", None) is not None:
+        reason = reason.reason
+    text = str(reason or error)
+    return text.split(">: ", 1)[-1] if ">: " in text else text
+
+
+def connect(options: ConnectionOptions) -> Connection:
+    """A Connection as kubectl would make it: --kubeconfig, else KUBECONFIG, else ~/.kube/config, else in-cluster."""
+    paths = _kubeconfig_paths(options.kubeconfig)
+    configuration = k8s_client.Configuration()
+    configuration.retries = False  # one attempt, so --request-timeout bounds the wait
+    existing = [p for p in paths.split(os.pathsep) if p and os.path.exists(os.path.expanduser(p))]
+    if options.kubeconfig and not existing:
+        raise KubeError(f"error: stat {options.kubeconfig}: no such file or directory")
+    try:
+        if not existing and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            k8s_config.load_incluster_config(client_configuration=configuration)
+            namespace = options.namespace or _in_cluster_namespace()
+        elif not existing:
+            raise KubeError("error: no kubeconfig found (looked at --kubeconfig, KUBECONFIG and ~/.kube/config) "
+                            "and not running in a cluster: pass --kubeconfig, or use -f to read manifests offline")
+        else:
+            merged = KubeConfigMerger(os.pathsep.join(existing)).config.value
+            context_name, context = _select_context(merged, options)
+            if options.cluster:
+                context["cluster"] = options.cluster
+            if options.user:
+                context["user"] = options.user
+            merged = {**merged, "contexts": [{"name": context_name, "context": context}]}
+            k8s_config.load_kube_config_from_dict(merged, context=context_name, client_configuration=configuration,
+                                                  persist_config=False)
+            namespace = options.namespace or context.get("namespace") or "default"
+    except (ConfigException, ValueError, OSError) as error:
+        raise KubeError(f"error: invalid kubeconfig: {error}") from None
+    return Connection(k8s_client.ApiClient(configuration), namespace, options.request_timeout)
+
+
+def _in_cluster_namespace() -> str:
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace", encoding="utf-8") as f:
+            return f.read().strip() or "default"
+    except OSError:
+        return "default"
+
+
+def collection_path(kind: Kind, version: str, namespace: str | None) -> str:
+    """The REST path of a collection; ``namespace=None`` for all namespaces (or a cluster-scoped kind)."""
+    base = f"/apis/{kind.group}/{version}" if kind.group else f"/api/{version}"
+    if kind.namespaced and namespace:
+        return f"{base}/namespaces/{quote(namespace, safe='')}/{kind.plural}"
+    return f"{base}/{kind.plural}"
+
+
+def object_path(kind: Kind, version: str, namespace: str, name: str) -> str:
+    return f"{collection_path(kind, version, namespace)}/{quote(name, safe='')}"

@@ -1,0 +1,78 @@
+"""The closure of the edges from a set of roots: the complete set of objects a backup must carry."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from ..refs import Ref
+from .edges import Edge, Index, Obj, edges_of
+
+
+@dataclass(frozen=True)
+class GraphEdge:
+    source: Ref
+    target: Ref
+    path: str
+    optional: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"from": self.source.to_dict(), "to": self.target.to_dict(), "path": self.path,
+                "optional": self.optional}
+
+
+@dataclass
+class Graph:
+    roots: list[Ref]
+    objects: dict[Ref, Obj | None] = field(default_factory=dict)  # None: not found
+    edges: list[GraphEdge] = field(default_factory=list)
+
+    @property
+    def nodes(self) -> list[Ref]:
+        return list(self.objects)
+
+    def found(self, ref: Ref) -> bool:
+        return self.objects.get(ref) is not None
+
+    def missing_required(self) -> list[GraphEdge]:
+        """Edges whose target must exist but does not: what a restore would lack."""
+        return [e for e in self.edges if not e.optional and not self.found(e.target)]
+
+    def edges_from(self, ref: Ref) -> list[GraphEdge]:
+        return [e for e in self.edges if e.source == ref]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "roots": [r.to_dict() for r in self.roots],
+            "nodes": [{**r.to_dict(), "found": self.found(r)} for r in self.objects],
+            "edges": [e.to_dict() for e in self.edges],
+        }
+
+
+def walk(roots: Iterable[tuple[Ref, Obj]], index: Index) -> Graph:
+    """Breadth-first closure: every found node is expanded, every VM/VMI/VMIRS/pool reached included.
+
+    Nodes keep the order they were reached in, so output is stable for the same objects.
+    """
+    root_list = list(roots)
+    graph = Graph(roots=[ref for ref, _ in root_list])
+    queue: deque[Ref] = deque()
+    for ref, obj in root_list:
+        if ref not in graph.objects:
+            graph.objects[ref] = obj
+            queue.append(ref)
+    while queue:
+        ref = queue.popleft()
+        obj = graph.objects[ref]
+        if obj is None:
+            continue
+        for edge in edges_of(obj, index):
+            graph.edges.append(GraphEdge(ref, edge.target, edge.path, edge.optional))
+            if edge.target not in graph.objects:
+                graph.objects[edge.target] = index.get(edge.target)
+                queue.append(edge.target)
+    return graph
+
+
+__all__ = ["Edge", "Graph", "GraphEdge", "walk"]
