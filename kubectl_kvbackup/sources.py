@@ -59,17 +59,21 @@ def _documents(path: str) -> Iterator[tuple[int, Any]]:
         text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
     except (OSError, UnicodeDecodeError) as error:
         raise ManifestError(f"error: cannot read {path}: {error}") from None
+    loaded = 0
     try:
         if path.endswith(".json") or text.lstrip().startswith(("{", "[")):
             yield 1, json.loads(text)
-        else:
-            for number, document in enumerate(yaml.safe_load_all(text), start=1):
-                yield number, document
-    except (yaml.YAMLError, ValueError) as error:
+            return
+        for document in yaml.safe_load_all(text):
+            loaded += 1
+            yield loaded, document
+    except ValueError as error:  # JSON
+        raise ManifestError(f"error: error parsing {path}: {error}") from None
+    except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         line = f", line {where.line + 1}" if where is not None else ""
         detail = str(getattr(error, "problem", None) or error)
-        raise ManifestError(f"error: error parsing {path}{line}: {detail}") from None
+        raise ManifestError(f"error: error parsing {path} (document {loaded + 1}){line}: {detail}") from None
 
 
 def _objects_of(document: Any, path: str, number: int) -> Iterator[Obj]:

@@ -13,6 +13,7 @@ from .. import __version__
 from ..cluster import KubeError
 from ..selectors import SelectorError
 from . import graph
+from .completion import complete
 
 SUBCOMMANDS = (graph,)
 
@@ -65,3 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     sys.exit(main())
+
+
+def run_completion() -> None:
+    """``kubectl_complete-kvbackup``: what kubectl runs to complete ``kubectl kvbackup ...``."""
+    sys.exit(complete(build_parser(), sys.argv[1:]))
