@@ -1,0 +1,184 @@
+"""Every backup/restore rule: each test fails if its rule is removed."""
+
+from __future__ import annotations
+
+from kubectl_kvbackup import rules
+from kubectl_kvbackup.rules import IdentityPolicy, RestoreContext
+
+from .helpers import obj
+
+VM_OWNER = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": "vm1", "uid": "old-vm",
+            "controller": True}
+
+
+def vm(**spec):
+    return obj("kubevirt.io/v1", "VirtualMachine", "vm1", spec={"template": {"spec": spec}})
+
+
+def dv(phase=None, **metadata):
+    return obj("cdi.kubevirt.io/v1beta1", "DataVolume", "dv1", metadata=metadata,
+               **({"status": {"phase": phase}} if phase else {}))
+
+
+def pvc(**metadata):
+    return obj("v1", "PersistentVolumeClaim", "dv1", metadata=metadata)
+
+
+DV_OWNER = {"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "name": "dv1", "uid": "old-dv",
+            "controller": True}
+
+
+# --- export time ---
+
+def test_revision_names_move_from_status_into_spec():
+    source = obj("kubevirt.io/v1", "VirtualMachine", "vm1",
+                 spec={"instancetype": {"name": "u1"}, "preference": {"name": "p", "revisionName": "keep-me"}},
+                 status={"instancetypeRef": {"controllerRevisionRef": {"name": "vm1-u1-1"}},
+                         "preferenceRef": {"controllerRevisionRef": {"name": "vm1-p-2"}}})
+    result = rules.copy_revision_names(source)
+    assert result["spec"]["instancetype"]["revisionName"] == "vm1-u1-1"
+    assert result["spec"]["preference"]["revisionName"] == "keep-me"  # an explicit one wins
+    assert "revisionName" not in source["spec"]["instancetype"]  # the input is not changed
+
+
+def test_succeeded_data_volume_is_marked_prepopulated_at_export():
+    exported, decision = rules.export_object(dv("Succeeded"), lambda ref: None)
+    assert exported["metadata"]["annotations"][rules.PREPOPULATED_ANNOTATION] == "dv1"
+    assert decision.restore
+    exported, _ = rules.export_object(dv("ImportInProgress"), lambda ref: None)
+    assert rules.PREPOPULATED_ANNOTATION not in (exported["metadata"].get("annotations") or {})
+
+
+def test_pvc_of_succeeded_data_volume_is_marked_populated_for():
+    exported, decision = rules.export_object(pvc(ownerReferences=[DV_OWNER]), lambda ref: dv("Succeeded"))
+    assert exported["metadata"]["annotations"][rules.POPULATED_FOR_ANNOTATION] == "dv1"
+    assert decision.restore
+
+
+def test_pvc_of_unfinished_data_volume_is_not_restored():
+    _, decision = rules.export_object(pvc(ownerReferences=[DV_OWNER]), lambda ref: dv("ImportInProgress"))
+    assert not decision.restore
+    assert decision.rule == "pvc-of-unfinished-datavolume"
+
+
+def test_data_volume_owner_seen_through_cdi_annotation_when_owners_were_stripped():
+    assert rules.data_volume_owner(pvc(annotations={rules.CREATED_FOR_DATA_VOLUME_ANNOTATION: "some-uid"})) == "dv1"
+    assert rules.data_volume_owner(pvc()) is None
+
+
+def test_owned_vmi_launcher_pod_and_hotplug_pod_are_not_restored():
+    owned_vmi = obj("kubevirt.io/v1", "VirtualMachineInstance", "vm1", metadata={"ownerReferences": [VM_OWNER]})
+    assert rules.restore_decision(owned_vmi).rule == "owned-vmi"
+    rs_vmi = obj("kubevirt.io/v1", "VirtualMachineInstance", "rs-x", metadata={"ownerReferences": [
+        {**VM_OWNER, "kind": "VirtualMachineInstanceReplicaSet"}]})
+    assert not rules.restore_decision(rs_vmi).restore
+    standalone = obj("kubevirt.io/v1", "VirtualMachineInstance", "solo")
+    assert rules.restore_decision(standalone).restore
+    launcher = obj("v1", "Pod", "virt-launcher-vm1-abcde", metadata={"ownerReferences": [
+        {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "name": "vm1", "uid": "x",
+         "controller": True}]})
+    assert rules.restore_decision(launcher).rule == "launcher-pod"
+    hotplug = obj("v1", "Pod", "hp-volume-x", metadata={"labels": {"kubevirt.io": "hotplug-disk"}})
+    assert rules.restore_decision(hotplug).rule == "hotplug-pod"
+    plain_pod = obj("v1", "Pod", "virt-launcher-lookalike")
+    assert rules.restore_decision(plain_pod).restore
+
+
+# --- restore time ---
+
+def test_sanitize_metadata_drops_server_set_fields_and_status():
+    source = obj("v1", "ConfigMap", "c", metadata={"uid": "u", "resourceVersion": "1", "generation": 2,
+                                                  "creationTimestamp": "t", "managedFields": [], "selfLink": "s",
+                                                  "labels": {"a": "b"}}, status={"x": 1})
+    result = rules.sanitize_metadata(source)
+    assert result["metadata"] == {"name": "c", "namespace": "demo", "labels": {"a": "b"}}
+    assert "status" not in result
+
+
+def test_owner_references_are_repointed_or_dropped_never_kept_with_old_uid():
+    source = pvc(ownerReferences=[DV_OWNER, {**VM_OWNER, "controller": False}])
+    result = rules.remap_owner_references(source, lambda owner, ns: "new-dv" if owner["kind"] == "DataVolume" else None)
+    assert result["metadata"]["ownerReferences"] == [{**DV_OWNER, "uid": "new-dv"}]
+    result = rules.remap_owner_references(source, lambda owner, ns: None)
+    assert "ownerReferences" not in result["metadata"]
+
+
+def test_restricted_vmi_labels_are_stripped_from_standalone_vmis():
+    labels = {label: "x" for label in rules.RESTRICTED_VMI_LABELS} | {"app": "db"}
+    standalone = obj("kubevirt.io/v1", "VirtualMachineInstance", "solo", metadata={"labels": labels})
+    result = rules.restore_object(standalone, RestoreContext(identity_policy=IdentityPolicy.KEEP))
+    assert result["metadata"]["labels"] == {"app": "db"}
+
+
+def test_pvc_binding_annotations_dropped_but_cdi_phase_kept():
+    annotations = {key: "x" for key in rules.PVC_BINDING_ANNOTATIONS} | {"cdi.kubevirt.io/storage.pod.phase":
+                                                                          "Succeeded"}
+    result = rules.restore_object(obj("v1", "PersistentVolumeClaim", "data", metadata={"annotations": annotations}),
+                                  RestoreContext())
+    assert result["metadata"]["annotations"] == {"cdi.kubevirt.io/storage.pod.phase": "Succeeded"}
+
+
+def test_restore_marks_pvc_of_data_volume_populated_for():
+    result = rules.restore_object(pvc(ownerReferences=[DV_OWNER]), RestoreContext(owner_uid=lambda o, ns: "new"))
+    assert result["metadata"]["annotations"][rules.POPULATED_FOR_ANNOTATION] == "dv1"
+
+
+def test_restore_marks_data_volume_prepopulated_from_status_or_restored_pvc():
+    assert rules.PREPOPULATED_ANNOTATION in rules.restore_object(dv("Succeeded"), RestoreContext())["metadata"][
+        "annotations"]
+    stripped = dv()
+    assert rules.PREPOPULATED_ANNOTATION not in (rules.restore_object(stripped, RestoreContext())["metadata"].get(
+        "annotations") or {})
+    with_pvc = RestoreContext(restored_pvc=lambda ns, name: pvc() if name == "dv1" else None)
+    assert rules.restore_object(stripped, with_pvc)["metadata"]["annotations"][rules.PREPOPULATED_ANNOTATION] == "dv1"
+
+
+def _identity_vm():
+    return vm(domain={"devices": {"interfaces": [{"name": "a", "macAddress": "02:00:00:00:00:01"},
+                                                 {"name": "b", "macAddress": "02:00:00:00:00:02"}]},
+                      "firmware": {"serial": "s-1", "uuid": "5d307ca9-b3ef-428c-8861-06e72d69f223"}})
+
+
+def _identity(result):
+    domain = result["spec"]["template"]["spec"]["domain"]
+    return ([i.get("macAddress") for i in domain["devices"]["interfaces"]], domain["firmware"]["serial"],
+            domain["firmware"]["uuid"])
+
+
+def test_identity_policy_keep_leaves_values():
+    macs, serial, uid = _identity(rules.restore_object(_identity_vm(), RestoreContext(
+        identity_policy=IdentityPolicy.KEEP, macs_in_use={"02:00:00:00:00:01"}, serials_in_use={"s-1"})))
+    assert macs == ["02:00:00:00:00:01", "02:00:00:00:00:02"] and serial == "s-1"
+
+
+def test_identity_policy_clear_on_collision_clears_only_colliding_values():
+    macs, serial, uid = _identity(rules.restore_object(_identity_vm(), RestoreContext(
+        identity_policy=IdentityPolicy.CLEAR_ON_COLLISION, macs_in_use={"02:00:00:00:00:01"},
+        serials_in_use=set(), uuids_in_use={"5d307ca9-b3ef-428c-8861-06e72d69f223"})))
+    assert macs == [None, "02:00:00:00:00:02"]
+    assert serial == "s-1"
+    assert uid != "5d307ca9-b3ef-428c-8861-06e72d69f223"
+
+
+def test_identity_policy_clear_clears_macs_and_regenerates_serial_and_uuid():
+    macs, serial, uid = _identity(rules.restore_object(_identity_vm(), RestoreContext(
+        identity_policy=IdentityPolicy.CLEAR)))
+    assert macs == [None, None]
+    assert serial != "s-1" and uid != "5d307ca9-b3ef-428c-8861-06e72d69f223"
+
+
+def test_identity_values_are_normalised():
+    v = vm(domain={"devices": {"interfaces": [{"macAddress": "02-00-00-AA-BB-CC"}]}, "firmware": {"serial": "s"}})
+    assert rules.identity_values(v) == ({"02:00:00:aa:bb:cc"}, {"s"}, set())
+
+
+def test_restore_context_and_system_requests():
+    assert rules.in_restore_context(obj("v1", "Pod", "p", metadata={"labels": {rules.RESTORE_LABEL: "r1"}}), None)
+    assert rules.in_restore_context(obj("v1", "Pod", "p", metadata={"labels": {rules.VELERO_RESTORE_LABEL: "r"}}),
+                                    None)
+    assert rules.in_restore_context(obj("v1", "Pod", "p"), {rules.RESTORE_MODE_NAMESPACE_LABEL: "enabled"})
+    assert not rules.in_restore_context(obj("v1", "Pod", "p"), {"other": "x"})
+    assert rules.is_system_request("system:serviceaccount:kubevirt:kubevirt-controller")
+    assert rules.is_system_request("system:serviceaccount:openshift-cnv:cdi-sa")
+    assert not rules.is_system_request("system:serviceaccount:velero:velero")
+    assert not rules.is_system_request("kubevirt-controller")
