@@ -7,7 +7,9 @@ paths, so custom resources of whatever version the cluster serves need no genera
 from __future__ import annotations
 
 import json
+import logging
 import os
+import time
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -22,6 +24,8 @@ from kubernetes.config.kube_config import KubeConfigMerger
 from .kinds import Kind
 
 LIST_PAGE_SIZE = 500  # kubectl's own chunk size
+log = logging.getLogger("kubectl_kvbackup.api")
+CONNECT_TIMEOUT = 30.0  # as kubectl's dialer: an unreachable server fails even without --request-timeout
 
 
 class KubeError(Exception):
@@ -86,10 +90,13 @@ class Connection:
             self.requests += 1
         method_, url, headers, _, _ = self.api.param_serialize(
             method, path, query_params=query or [], header_params=headers, auth_settings=["BearerToken"])
+        started = time.monotonic()
         try:
             response = self.api.call_api(method_, url, header_params=headers, body=body,
-                                         _request_timeout=self.request_timeout)
+                                         _request_timeout=(self.request_timeout or CONNECT_TIMEOUT,
+                                                           self.request_timeout))
             response.read()
+            log.debug("%s %s %s in %.0f ms", method, url, response.status, (time.monotonic() - started) * 1000)
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise KubeError(f"Unable to connect to the server {self.server}: {_root_cause(error)}") from None
         except k8s_client.ApiException as error:
