@@ -32,6 +32,9 @@ def candidates(parser: argparse.ArgumentParser, words: list[str]) -> tuple[list[
         current = _subcommands(current).get(word, current)
     if done and done[-1] in FILE_FLAGS:
         return [], DEFAULT
+    flag = next((a for a in current._actions if done and done[-1] in a.option_strings and a.nargs != 0), None)
+    if flag is not None:
+        return sorted(str(c) for c in flag.choices or () if str(c).startswith(partial)), NO_FILE_COMPLETION
     commands = _subcommands(current)
     if commands:
         return sorted(c for c in commands if c.startswith(partial)), NO_FILE_COMPLETION
