@@ -201,24 +201,23 @@ def remap_owner_references(obj: Obj, owner_uid: Callable[[Obj, str], str | None]
     return result
 
 
+def _without_metadata_keys(obj: Obj, field_name: str, keys: tuple[str, ...]) -> Obj:
+    result = copy.deepcopy(obj)
+    mapping = _meta(result).get(field_name)
+    if mapping:
+        for key in keys:
+            mapping.pop(key, None)
+    return result
+
+
 def strip_restricted_vmi_labels(vmi: Obj) -> Obj:
     """KubeVirt rejects VMIs created with labels only its controllers may set."""
-    result = copy.deepcopy(vmi)
-    labels = _meta(result).get("labels")
-    if labels:
-        for key in RESTRICTED_VMI_LABELS:
-            labels.pop(key, None)
-    return result
+    return _without_metadata_keys(vmi, "labels", RESTRICTED_VMI_LABELS)
 
 
 def drop_pvc_binding_annotations(pvc: Obj) -> Obj:
     """Binding annotations pin the claim to a node and volume of the old cluster; CDI's pod phase must stay."""
-    result = copy.deepcopy(pvc)
-    annotations = _meta(result).get("annotations")
-    if annotations:
-        for key in PVC_BINDING_ANNOTATIONS:
-            annotations.pop(key, None)
-    return result
+    return _without_metadata_keys(pvc, "annotations", PVC_BINDING_ANNOTATIONS)
 
 
 def _vmi_spec(obj: Obj) -> Obj | None:
