@@ -16,7 +16,7 @@ import yaml
 
 from . import kinds
 from .cluster import ApiError, Connection, KubeError, collection_path
-from .graph.edges import Obj, controller_of
+from .graph.edges import Obj
 from .kinds import Kind
 from .refs import Ref, ref_of
 from .selectors import Selector, parse_selector
@@ -256,8 +256,7 @@ def _candidates(source: Source, kind: Kind, selection: Selection) -> list[Obj]:
 
 
 def select_roots(source: Source, selection: Selection) -> list[tuple[Ref, Obj]]:
-    """The graph's roots. Named objects must exist; with ``-l``/``--all``, objects whose controller is itself
-    selected are left to be reached through it, so each VM appears once, under its owner."""
+    """The graph's roots: named objects, which must exist, or every VM, VMI, VMI replica set and pool matching."""
     if selection.targets:
         roots = []
         for kind, name in selection.targets:
@@ -268,13 +267,5 @@ def select_roots(source: Source, selection: Selection) -> list[tuple[Ref, Obj]]:
             roots.append((ref, obj))
         return roots
     selector: Selector = parse_selector(selection.selector or "")
-    chosen = [obj for kind in kinds.ROOT_KINDS for obj in _candidates(source, kind, selection)
-              if selector.matches((obj.get("metadata") or {}).get("labels") or {})]
-    chosen_keys = {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in chosen}
-
-    def reached_through_owner(obj: Obj) -> bool:
-        owner = controller_of(obj)
-        return owner is not None and (owner.get("kind"), obj["metadata"].get("namespace", ""),
-                                      owner.get("name")) in chosen_keys
-
-    return [(ref_of(o), o) for o in chosen if not reached_through_owner(o)]
+    return [(ref_of(obj), obj) for kind in kinds.ROOT_KINDS for obj in _candidates(source, kind, selection)
+            if selector.matches((obj.get("metadata") or {}).get("labels") or {})]

@@ -47,10 +47,9 @@ def test_yaml_output_equals_json_output(capsys):
 def test_all_selects_top_level_workloads_once(capsys):
     _, out, _ = run_cli(capsys, "graph", "-f", EXAMPLES, "-n", "demo", "--all", "-o", "json")
     roots = [(r["kind"], r["name"]) for r in json.loads(out)["roots"]]
-    # the pool's VM, the VM's VMI and the replica set's VMIs are reached through their owners
+    # the pool's VM, the VM's VMI and the replica set's VMIs (the orphan it adopts too) appear under their owners
     assert sorted(roots) == [("VirtualMachine", "fedora"), ("VirtualMachine", "windows"),
-                             ("VirtualMachineInstance", "webm2k9d"), ("VirtualMachineInstanceReplicaSet", "web"),
-                             ("VirtualMachinePool", "workers")]
+                             ("VirtualMachineInstanceReplicaSet", "web"), ("VirtualMachinePool", "workers")]
 
 
 def test_label_selector_chooses_roots(capsys):
@@ -171,3 +170,8 @@ def test_console_script_runs_in_a_subprocess():
                             env={**os.environ, "PYTHONPATH": REPO}, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "virtualmachineinstance.kubevirt.io/webzq7hx" in result.stdout.splitlines()
+
+
+def test_named_roots_stay_roots_even_when_another_root_reaches_them(capsys):
+    _, out, _ = run_cli(capsys, "graph", "-f", EXAMPLES, "-n", "demo", "vm/fedora", "vmi/fedora", "-o", "json")
+    assert [r["kind"] for r in json.loads(out)["roots"]] == ["VirtualMachine", "VirtualMachineInstance"]

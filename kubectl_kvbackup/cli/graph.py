@@ -42,7 +42,7 @@ def build_graph(args: argparse.Namespace) -> Graph:
     if not roots:
         where = "any namespace" if selection.all_namespaces else f'namespace "{selection.namespace}"'
         warn(f"No VMs, VMIs, VMI replica sets or VM pools found in {where}.")
-    return walk(roots, source)
+    return walk(roots, source, keep_reached_roots=bool(selection.targets))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -50,10 +50,12 @@ class Graph:
         }
 
 
-def walk(roots: Iterable[tuple[Ref, Obj]], index: Index) -> Graph:
+def walk(roots: Iterable[tuple[Ref, Obj]], index: Index, keep_reached_roots: bool = True) -> Graph:
     """Breadth-first closure: every found node is expanded, every VM/VMI/VMIRS/pool reached included.
 
-    Nodes keep the order they were reached in, so output is stable for the same objects.
+    Nodes keep the order they were reached in, so output is stable for the same objects. With
+    ``keep_reached_roots=False`` (roots chosen by selector, not by name) a root that another root reaches — a pool's
+    VM, a replica set's VMI — stops being a root and appears once, under what it belongs to.
     """
     root_list = list(roots)
     graph = Graph(roots=[ref for ref, _ in root_list])
@@ -72,6 +74,9 @@ def walk(roots: Iterable[tuple[Ref, Obj]], index: Index) -> Graph:
             if edge.target not in graph.objects:
                 graph.objects[edge.target] = index.get(edge.target)
                 queue.append(edge.target)
+    if not keep_reached_roots:
+        reached = {e.target for e in graph.edges}
+        graph.roots = [r for r in graph.roots if r not in reached]
     return graph
 
 
