@@ -19,7 +19,7 @@ import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.config.config_exception import ConfigException
-from kubernetes.config.kube_config import KubeConfigMerger
+import yaml
 
 from .kinds import Kind
 
@@ -54,6 +54,33 @@ def _kubeconfig_paths(explicit: str | None) -> str:
     if explicit:
         return explicit
     return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+
+
+_PATH_FIELDS = ("certificate-authority", "client-certificate", "client-key", "tokenFile")
+
+
+def _absolute_paths(entry: dict[str, Any], folder: str) -> dict[str, Any]:
+    """Kubeconfig file references are relative to the file that holds them."""
+    return {k: (os.path.join(folder, v) if k in _PATH_FIELDS and isinstance(v, str) and not os.path.isabs(v)
+                else v) for k, v in entry.items()}
+
+
+def merge_kubeconfigs(paths: list[str]) -> dict[str, Any]:
+    """Merge kubeconfig files as kubectl does: the first file to set a value or a named entry wins."""
+    merged: dict[str, Any] = {"clusters": [], "users": [], "contexts": []}
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            config = yaml.safe_load(f) or {}
+        if not isinstance(config, dict):
+            raise KubeError(f"error: invalid kubeconfig {path}: not a mapping")
+        folder = os.path.dirname(os.path.abspath(path))
+        merged.setdefault("current-context", config.get("current-context"))
+        for section, body in (("clusters", "cluster"), ("users", "user"), ("contexts", "context")):
+            names = {e.get("name") for e in merged[section]}
+            for entry in config.get(section) or []:
+                if isinstance(entry, dict) and entry.get("name") not in names:
+                    merged[section].append({**entry, body: _absolute_paths(entry.get(body) or {}, folder)})
+    return merged
 
 
 def _select_context(config: dict[str, Any], options: ConnectionOptions) -> tuple[str, dict[str, Any]]:
@@ -157,7 +184,7 @@ def connect(options: ConnectionOptions) -> Connection:
             raise KubeError("error: no kubeconfig found (looked at --kubeconfig, KUBECONFIG and ~/.kube/config) "
                             "and not running in a cluster: pass --kubeconfig, or use -f to read manifests offline")
         else:
-            merged = KubeConfigMerger(os.pathsep.join(existing)).config.value
+            merged = merge_kubeconfigs([os.path.expanduser(p) for p in existing])
             context_name, context = _select_context(merged, options)
             if options.cluster:
                 context["cluster"] = options.cluster
@@ -167,7 +194,7 @@ def connect(options: ConnectionOptions) -> Connection:
             k8s_config.load_kube_config_from_dict(merged, context=context_name, client_configuration=configuration,
                                                   persist_config=False)
             namespace = options.namespace or context.get("namespace") or "default"
-    except (ConfigException, ValueError, OSError) as error:
+    except (ConfigException, ValueError, OSError, yaml.YAMLError) as error:
         raise KubeError(f"error: invalid kubeconfig: {error}") from None
     return Connection(k8s_client.ApiClient(configuration), namespace, options.request_timeout)
 

@@ -267,5 +267,7 @@ def select_roots(source: Source, selection: Selection) -> list[tuple[Ref, Obj]]:
             roots.append((ref, obj))
         return roots
     selector: Selector = parse_selector(selection.selector or "")
-    return [(ref_of(obj), obj) for kind in kinds.ROOT_KINDS for obj in _candidates(source, kind, selection)
-            if selector.matches((obj.get("metadata") or {}).get("labels") or {})]
+    chosen = [(ref_of(obj), obj) for kind in kinds.ROOT_KINDS for obj in _candidates(source, kind, selection)
+              if selector.matches((obj.get("metadata") or {}).get("labels") or {})]
+    return sorted(chosen, key=lambda pair: (kinds.ROOT_KINDS.index(pair[0].kind_info), pair[0].namespace,
+                                            pair[0].name))

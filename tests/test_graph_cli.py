@@ -56,7 +56,7 @@ def test_label_selector_chooses_roots(capsys):
     _, out, _ = run_cli(capsys, "graph", "-f", EXAMPLES, "-n", "demo", "-l", "app=web", "-o", "json")
     roots = [(r["kind"], r["name"]) for r in json.loads(out)["roots"]]
     # the replica set itself carries no label: both its VMIs are roots
-    assert roots == [("VirtualMachineInstance", "webzq7hx"), ("VirtualMachineInstance", "webm2k9d")]
+    assert roots == [("VirtualMachineInstance", "webm2k9d"), ("VirtualMachineInstance", "webzq7hx")]
     _, out, _ = run_cli(capsys, "graph", "-f", EXAMPLES, "-n", "demo", "-l", "pool in (workers)", "-o", "json")
     assert [(r["kind"], r["name"]) for r in json.loads(out)["roots"]] == [("VirtualMachine", "workers-0")]
 
