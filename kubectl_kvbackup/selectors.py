@@ -57,52 +57,72 @@ class Selector:
         return ",".join(str(r) for r in self.requirements)
 
 
+_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_PREFIX = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+
+
+def _key(token: str, text: str) -> str:
+    prefix, _, name = token.rpartition("/")
+    if not _NAME.fullmatch(name) or (prefix and not _PREFIX.fullmatch(prefix)) or token.startswith("/"):
+        raise SelectorError(f'invalid label key "{token}" in selector "{text}"')
+    return token
+
+
+def _value(token: str, text: str) -> str:
+    if token and not _NAME.fullmatch(token):
+        raise SelectorError(f'invalid label value "{token}" in selector "{text}"')
+    return token
+
+
 def parse_selector(text: str) -> Selector:
-    tokens = [t for t in _TOKEN.findall(text or "")]
-    if "".join(tokens).replace(" ", "") != re.sub(r"\s+", "", text or ""):
-        raise SelectorError(f'unable to parse requirement: invalid label selector "{text}"')
+    """Parse the ``-l``/``labelSelector`` syntax: ``a=b``, ``a!=b``, ``a in (x,y)``, ``a notin (x)``, ``a``, ``!a``."""
+    spans = list(_TOKEN.finditer(text or ""))
+    if sum(len(m.group(0)) for m in spans) != len((text or "").rstrip()):
+        raise SelectorError(f'unable to parse label selector "{text}"')
+    tokens = [m.group(1) for m in spans]
+    position = 0
+
+    def peek() -> str | None:
+        return tokens[position] if position < len(tokens) else None
+
+    def take(expected: str | None = None) -> str:
+        nonlocal position
+        token = peek()
+        if token is None or (expected is not None and token != expected):
+            wanted = f'"{expected}"' if expected else "more"
+            raise SelectorError(f'expected {wanted} in label selector "{text}"')
+        position += 1
+        return token
+
     requirements: list[Requirement] = []
-    i = 0
-
-    def take() -> str:
-        nonlocal i
-        if i >= len(tokens):
-            raise SelectorError(f'unexpected end of label selector "{text}"')
-        i += 1
-        return tokens[i - 1]
-
-    while i < len(tokens):
-        token = take()
-        if token == "!":
-            requirements.append(Requirement(take(), "!"))
+    while peek() is not None:
+        if peek() == "!":
+            take()
+            requirements.append(Requirement(_key(take(), text), "!"))
         else:
-            key = token
-            nxt = tokens[i] if i < len(tokens) else ","
-            if nxt == ",":
+            key = _key(take(), text)
+            operator = peek()
+            if operator in (None, ","):
                 requirements.append(Requirement(key, "exists"))
-            elif nxt in ("=", "==", "!="):
+            elif operator in ("=", "==", "!="):
                 take()
-                value = tokens[i] if i < len(tokens) and tokens[i] != "," else ""
-                if value:
+                value = "" if peek() in (None, ",") else _value(take(), text)
+                requirements.append(Requirement(key, "notin" if operator == "!=" else "in", (value,)))
+            elif operator in ("in", "notin"):
+                take()
+                take("(")
+                values = [] if peek() == ")" else [_value(take(), text)]
+                while peek() == ",":
                     take()
-                requirements.append(Requirement(key, "in" if nxt != "!=" else "notin", (value,)))
-            elif nxt in ("in", "notin"):
-                take()
-                if take() != "(":
-                    raise SelectorError(f'expected "(" after {nxt} in label selector "{text}"')
-                values = []
-                while True:
-                    value = take()
-                    if value == ")":
-                        break
-                    if value != ",":
-                        values.append(value)
-                requirements.append(Requirement(key, nxt, tuple(values)))
+                    values.append(_value(take(), text))
+                take(")")
+                requirements.append(Requirement(key, operator, tuple(values)))
             else:
-                raise SelectorError(f'unexpected "{nxt}" in label selector "{text}"')
-        if i < len(tokens):
-            if take() != ",":
-                raise SelectorError(f'expected "," in label selector "{text}"')
+                raise SelectorError(f'unexpected "{operator}" after "{key}" in label selector "{text}"')
+        if peek() is not None:
+            take(",")
+            if peek() is None:
+                raise SelectorError(f'label selector "{text}" ends with ","')
     return Selector(tuple(requirements))
 
 
