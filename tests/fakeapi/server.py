@@ -394,15 +394,15 @@ class FakeKubeAPI:
             raise _unknown_path(path)
         if not rest:
             return _Route(None, None, None, None, self._resource_list(group, version, path))
+        if group == SUBRESOURCE_GROUP:
+            if version != SUBRESOURCE_VERSION or len(rest) != 5 or rest[0] != "namespaces" or \
+                    rest[2] != "virtualmachineinstances" or rest[4] not in VMI_SUBRESOURCES:
+                raise _unknown_path(path)
+            return _Route(ResourceType(SUBRESOURCE_GROUP, "v1", "VirtualMachineInstance", "virtualmachineinstances"),
+                          rest[1], rest[3], rest[4])
         namespace = None
         if rest[0] == "namespaces" and len(rest) >= 3 and self._type_by_plural(group, version, rest[2]) is not None:
             namespace, rest = rest[1], rest[2:]
-        if group == SUBRESOURCE_GROUP and version == SUBRESOURCE_VERSION:
-            if namespace is None or len(rest) != 3 or rest[0] != "virtualmachineinstances" or \
-                    rest[2] not in VMI_SUBRESOURCES:
-                raise _unknown_path(path)
-            return _Route(ResourceType(SUBRESOURCE_GROUP, "v1", "VirtualMachineInstance", "virtualmachineinstances"),
-                          namespace, rest[1], rest[2])
         rt = self._type_by_plural(group, version, rest[0])
         if rt is None or len(rest) > 3:
             raise _unknown_path(path)
