@@ -11,11 +11,12 @@ import argcomplete
 
 from .. import __version__
 from ..cluster import KubeError
+from ..freeze import Terminated
 from ..selectors import SelectorError
-from . import graph
+from . import bundles, export, freeze, graph
 from .completion import complete
 
-SUBCOMMANDS = (graph,)
+SUBCOMMANDS = (graph, export, bundles, freeze)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted: nothing was written, and every guest frozen was thawed", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated: nothing was written, and every guest frozen was thawed", file=sys.stderr)
+        return 143
     except BrokenPipeError:
         return 0
     except Exception as error:  # a bug of ours: one line unless the user asked for detail

@@ -1,0 +1,248 @@
+"""Bundles: a directory (or a .tar.gz of one) holding ``kvbackup.json`` and one YAML file per object.
+
+``resources/`` holds each object to restore, apply-ready (export rules applied, server-set fields dropped, the
+restore label set), so ``kubectl apply -R -f BUNDLE/resources`` is a valid restore; ``original/`` holds every object
+as it was read. Every file's sha256 is in the index. A bundle is written under a temporary name and renamed only when
+complete, with directories 0700 and files 0600 whatever the umask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Iterator
+
+import yaml
+
+from . import crypto
+from .cluster import KubeError
+from .refs import Ref
+
+FORMAT = "kvbackup.kubevirt.io/bundle"
+FORMAT_VERSION = 1
+INDEX = "kvbackup.json"
+RESOURCES = "resources"
+ORIGINAL = "original"
+
+
+class BundleError(KubeError):
+    pass
+
+
+def object_path(top: str, ref: Ref, encrypted: bool = False) -> str:
+    """``<top>/<namespace or _cluster>/<group or core>/<Kind>/<name>.yaml`` (``.yaml.enc`` when encrypted)."""
+    suffix = ".yaml.enc" if encrypted else ".yaml"
+    return "/".join((top, ref.namespace or "_cluster", ref.group or "core", ref.kind, ref.name + suffix))
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def dump_yaml(obj: Any) -> bytes:
+    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False).encode()
+
+
+class BundleWriter:
+    """Collects files in a private temporary directory beside the target; ``commit`` makes the bundle appear whole.
+
+    Used as a context manager: leaving it without ``commit`` (an error, Ctrl-C, SIGTERM) removes everything written.
+    """
+
+    def __init__(self, target: str, key: bytes | None = None):
+        self.target = target
+        self.key = key
+        self.files: dict[str, str] = {}
+        self.tarball = target == "-" or target.endswith((".tar.gz", ".tgz"))
+        if target != "-" and os.path.lexists(target):
+            raise BundleError(f"error: {target} already exists: choose a new --to path (kvbackup never overwrites "
+                              "a bundle)")
+        parent = os.path.dirname(os.path.abspath(target)) if target != "-" else tempfile.gettempdir()
+        if not os.path.isdir(parent):
+            raise BundleError(f"error: the directory {parent} does not exist: create it first")
+        base = os.path.basename(target) if target != "-" else "stdout"
+        try:
+            self.work = tempfile.mkdtemp(prefix=f".{base}.", suffix=".partial", dir=parent)
+        except OSError as error:
+            raise BundleError(f"error: cannot write in {parent}: {error.strerror}") from None
+        os.chmod(self.work, 0o700)
+
+    def __enter__(self) -> "BundleWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def write(self, path: str, data: bytes, encrypt: bool = False) -> str:
+        """Write one file at ``path`` inside the bundle; returns its sha256 (of the bytes stored)."""
+        if encrypt:
+            if self.key is None:
+                raise BundleError("error: internal: encryption requested without a key")
+            data = crypto.encrypt(self.key, data, path)
+        full = os.path.join(self.work, *path.split("/"))
+        os.makedirs(os.path.dirname(full), mode=0o700, exist_ok=True)
+        descriptor = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as f:
+            f.write(data)
+        digest = sha256(data)
+        self.files[path] = digest
+        return digest
+
+    def commit(self, index: dict[str, Any], stdout: BinaryIO | None = None) -> None:
+        """Write the index last and make the bundle appear under its final name in one rename."""
+        index = {**index, "files": dict(sorted(self.files.items()))}
+        full = os.path.join(self.work, INDEX)
+        descriptor = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as f:
+            json.dump(index, f, indent=2)
+            f.write("\n")
+        for folder, dirs, _ in os.walk(self.work):
+            for d in dirs:
+                os.chmod(os.path.join(folder, d), 0o700)
+        if not self.tarball:
+            os.rename(self.work, self.target)
+            return
+        if self.target == "-":
+            assert stdout is not None
+            with tarfile.open(fileobj=stdout, mode="w|gz") as tar:
+                _add_tree(tar, self.work)
+            return
+        partial = self.work + ".tar.gz"
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(descriptor, "wb") as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
+                _add_tree(tar, self.work)
+            os.rename(partial, self.target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+
+
+def _add_tree(tar: tarfile.TarFile, root: str) -> None:
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(folder, name)
+            info = tar.gettarinfo(full, arcname=os.path.relpath(full, root))
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            with open(full, "rb") as f:
+                tar.addfile(info, f)
+
+
+# --- reading and verifying -------------------------------------------------------------------------------------
+
+@dataclass
+class Bundle:
+    """A bundle read into memory: its index and the bytes of every file (as stored: encrypted ones encrypted)."""
+
+    path: str
+    index: dict[str, Any]
+    contents: dict[str, bytes] = field(default_factory=dict)
+
+    def read_object(self, path: str, key: bytes | None = None) -> dict[str, Any]:
+        data = self.contents[path]
+        if path.endswith(".enc"):
+            if key is None:
+                raise BundleError(f"error: {path} is encrypted: pass --encrypt-key-file or set "
+                                  f"{crypto.KEY_ENVIRONMENT} (key id {self.index.get('secrets', {}).get('keyId')})")
+            data = crypto.decrypt(key, data, path)
+        return yaml.safe_load(data)
+
+
+def _safe_member(name: str) -> bool:
+    parts = name.split("/")
+    return not name.startswith("/") and ".." not in parts and name not in ("", ".")
+
+
+def _read_tar(path: str) -> dict[str, bytes]:
+    contents = {}
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                name = member.name.removeprefix("./")
+                if not _safe_member(name):
+                    raise BundleError(f"error: {path} holds an unsafe path {member.name!r}: not a kvbackup bundle")
+                extracted = tar.extractfile(member)
+                contents[name] = extracted.read() if extracted else b""
+    except (tarfile.TarError, EOFError, OSError, ValueError) as error:
+        raise BundleError(f"error: {path} is not a readable bundle (truncated or not a .tar.gz?): {error}") from None
+    return contents
+
+
+def _read_directory(path: str) -> dict[str, bytes]:
+    contents = {}
+    for folder, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(folder, name)
+            with open(full, "rb") as f:
+                contents[os.path.relpath(full, path).replace(os.sep, "/")] = f.read()
+    return contents
+
+
+def read_bundle(path: str) -> Bundle:
+    if os.path.isdir(path):
+        contents = _read_directory(path)
+    elif os.path.isfile(path):
+        contents = _read_tar(path)
+    else:
+        raise BundleError(f"error: {path}: no such bundle (a directory or .tar.gz written by kubectl kvbackup export)")
+    if INDEX not in contents:
+        raise BundleError(f"error: {path} has no {INDEX}: not a kvbackup bundle, or an export that did not finish")
+    try:
+        index = json.loads(contents[INDEX])
+    except ValueError as error:
+        raise BundleError(f"error: {path}/{INDEX} is not valid JSON: {error}") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise BundleError(f"error: {path}/{INDEX} is not a kvbackup index")
+    if index.get("formatVersion") != FORMAT_VERSION:
+        raise BundleError(f"error: {path} is bundle format version {index.get('formatVersion')}; this kubectl-kvbackup "
+                          f"reads version {FORMAT_VERSION}: use a matching release")
+    return Bundle(path, index, contents)
+
+
+@dataclass
+class Verification:
+    missing: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.changed or self.unexpected)
+
+    def problems(self) -> Iterator[str]:
+        yield from (f"missing: {p}" for p in self.missing)
+        yield from (f"changed: {p}" for p in self.changed)
+        yield from (f"unexpected: {p}" for p in self.unexpected)
+
+
+def verify(bundle: Bundle) -> Verification:
+    """Every file the index lists is there with its checksum, and nothing else is."""
+    expected: dict[str, str] = bundle.index.get("files") or {}
+    result = Verification()
+    for path, digest in sorted(expected.items()):
+        if path not in bundle.contents:
+            result.missing.append(path)
+        elif sha256(bundle.contents[path]) != digest:
+            result.changed.append(path)
+    result.unexpected = sorted(p for p in bundle.contents if p != INDEX and p not in expected)
+    return result
+
+
+def open_verified(path: str) -> Bundle:
+    """A bundle that passed verification, for restore and inspect: a tampered bundle is refused."""
+    bundle = read_bundle(path)
+    check = verify(bundle)
+    if not check.ok:
+        raise BundleError(f"error: {path} failed verification ({len(list(check.problems()))} problems): "
+                          f"run kubectl kvbackup verify {path}")
+    return bundle

@@ -1,0 +1,87 @@
+"""``kubectl kvbackup verify`` and ``inspect``: check a bundle, and show what it holds and how it was made."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..bundle import open_verified, read_bundle, verify
+from ..graph.walk import Graph, GraphEdge
+from ..refs import Ref
+from .common import warn
+from .printers import FORMATS, print_data, print_graph, print_tree
+
+
+def register(subcommands: argparse._SubParsersAction) -> None:
+    check = subcommands.add_parser("verify", help="check a bundle's files against its index",
+                                   description="Check that every file a bundle's index lists is present and "
+                                               "unchanged, and that nothing was added. Exit 0 when valid, 1 if not.")
+    check.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar.gz")
+    check.set_defaults(run=run_verify)
+    show = subcommands.add_parser("inspect", help="show a bundle's graph, restore decisions and freeze report",
+                                  description="Show what a verified bundle holds: its object graph with each "
+                                              "object's restore decision, the guest freeze report and snapshots.")
+    show.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar.gz")
+    show.add_argument("-o", "--output", choices=FORMATS, default="tree", help="output format (default: tree)")
+    show.set_defaults(run=run_inspect)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    bundle = read_bundle(args.bundle)
+    result = verify(bundle)
+    if result.ok:
+        print(f"{args.bundle}: valid ({len(bundle.index.get('files') or {})} files verified)")
+        return 0
+    for problem in result.problems():
+        print(problem)
+    warn(f"error: {args.bundle} failed verification: restore refuses it")
+    return 1
+
+
+def graph_of(index: dict[str, Any]) -> Graph:
+    def ref(d: dict[str, str]) -> Ref:
+        return Ref(d["group"], d["kind"], d["namespace"], d["name"])
+
+    graph = Graph(roots=[ref(r) for r in index["roots"]])
+    for node in index["nodes"]:
+        graph.objects[ref(node)] = node if node.get("found") else None
+    graph.edges = [GraphEdge(ref(e["from"]), ref(e["to"]), e["path"], e["optional"]) for e in index["edges"]]
+    return graph
+
+
+def decision_note(node: dict[str, Any] | None) -> str:
+    if not node:
+        return ""
+    if node.get("excluded"):
+        return "  [excluded]"
+    if not node.get("restore"):
+        return f"  [not restored: {node.get('reason')}]"
+    return "  [encrypted]" if node.get("encrypted") else ""
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    index = open_verified(args.bundle).index
+    graph = graph_of(index)
+    if args.output in ("json", "yaml"):
+        data = {**graph.to_dict(), "nodes": index["nodes"], "name": index["name"], "createdAt": index["createdAt"],
+                "source": index["source"], "freeze": index["freeze"], "snapshots": index["snapshots"],
+                "secrets": index["secrets"]}
+        print_data(data, args.output, sys.stdout)
+    elif args.output == "tree":
+        print(f"bundle {index['name']} created {index['createdAt']} from "
+              f"{'manifests' if index['source'].get('offline') else index['source'].get('server')}")
+        print_tree(graph, sys.stdout, lambda r: decision_note(graph.objects.get(r)))
+        freeze = index["freeze"]
+        window = freeze.get("frozenWindowSeconds")
+        print(f"freeze ({freeze['mode']}{f', frozen window {window:.3f}s' if window is not None else ''}):")
+        for vmi in freeze["vmis"]:
+            timing = f" for {vmi['frozenForSeconds']:.3f}s" if vmi.get("frozenForSeconds") is not None else ""
+            print(f"  {vmi['namespace']}/{vmi['name']}: {vmi['result']}{timing}"
+                  f"{' (' + vmi['reason'] + ')' if vmi.get('reason') else ''}")
+        for snapshot in index["snapshots"]:
+            print(f"snapshot {snapshot['namespace']}/{snapshot['name']} of PVC {snapshot['pvc']['name']}: "
+                  f"{'ready' if snapshot['readyToUse'] else 'not ready'}")
+    else:
+        print_graph(graph, args.output, sys.stdout)
+    return 0

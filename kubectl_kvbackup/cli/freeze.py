@@ -1,0 +1,92 @@
+"""``kubectl kvbackup freeze`` / ``thaw``: guest freeze and thaw for other tools' backup hooks.
+
+``freeze`` is all or nothing: when one guest fails to freeze, those already frozen are thawed before it exits 1, so
+a failed pre-backup hook never leaves guests stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import kinds
+from ..cluster import ApiError, KubeError, connect
+from ..freeze import GuestFreezer, subresource_path, terminate_as_exception
+from ..refs import Ref
+from .common import (UsageError, add_connection_flags, connection_options, parse_duration, parse_targets, warn)
+from .export import go_duration
+
+VMI_TYPES = (kinds.VMI, kinds.VM)
+
+
+def register(subcommands: argparse._SubParsersAction) -> None:
+    for verb, text in (("freeze", "freeze guest filesystems (for backup hooks)"),
+                       ("thaw", "thaw guest filesystems frozen by freeze")):
+        parser = subcommands.add_parser(verb, help=text, description=f"{text[0].upper()}{text[1:]}: vmi/NAME or "
+                                                                     "vm/NAME (the VM's running VMI).")
+        parser.add_argument("targets", nargs="+", metavar="vmi/NAME")
+        parser.add_argument("-n", "--namespace", help="the namespace (default: the context's)")
+        if verb == "freeze":
+            parser.add_argument("--unfreeze-timeout", default="5m", metavar="DURATION",
+                                help="KubeVirt thaws the guest by itself after this long (default 5m)")
+            parser.add_argument("--parallel", type=int, default=4, metavar="N", help="guests frozen at once")
+        add_connection_flags(parser)
+        parser.set_defaults(run=run_freeze if verb == "freeze" else run_thaw)
+
+
+def _vmi_refs(args: argparse.Namespace, namespace: str) -> list[Ref]:
+    refs = []
+    for kind, name in parse_targets(args.targets):
+        if kind not in VMI_TYPES:
+            raise UsageError(f"error: {kind.resource} cannot be frozen: name vmi/NAME or vm/NAME")
+        refs.append(Ref.of(kinds.VMI, namespace, name))
+    return refs
+
+
+def run_freeze(args: argparse.Namespace) -> int:
+    timeout = parse_duration(args.unfreeze_timeout)
+    if not timeout:
+        raise UsageError("error: --unfreeze-timeout must be more than 0")
+    connection = connect(connection_options(args))
+    refs = _vmi_refs(args, connection.namespace)
+    vmis = []
+    for ref in refs:
+        try:
+            vmis.append(connection.request("GET", f"/apis/kubevirt.io/v1/namespaces/{ref.namespace}/"
+                                                  f"virtualmachineinstances/{ref.name}"))
+        except ApiError as error:
+            if error.status == 404:
+                raise KubeError(f'Error from server (NotFound): virtualmachineinstances.kubevirt.io "{ref.name}" '
+                                "not found (a stopped VM has no VMI to freeze)") from None
+            raise
+    with terminate_as_exception():
+        freezer = GuestFreezer(connection, go_duration(timeout), args.parallel, warn)
+        try:
+            records = freezer.freeze(vmis)
+        except BaseException:
+            freezer.thaw()
+            raise
+        failed = [r for r in records if r.result != "frozen"]
+        if failed:
+            freezer.thaw()
+            for record in failed:
+                warn(f"error: vmi {record.namespace}/{record.name} not frozen: {record.result} ({record.reason})")
+            warn("every guest frozen by this command was thawed again")
+            return 1
+    for record in records:
+        print(f"virtualmachineinstance.kubevirt.io/{record.name} frozen (thaws by itself after "
+              f"{go_duration(timeout)})")
+    return 0
+
+
+def run_thaw(args: argparse.Namespace) -> int:
+    connection = connect(connection_options(args))
+    failures = 0
+    for ref in _vmi_refs(args, connection.namespace):
+        try:
+            connection.request("PUT", subresource_path(ref.namespace, ref.name, "unfreeze"))
+        except KubeError as error:
+            failures += 1
+            warn(f"error: vmi {ref.namespace}/{ref.name} not thawed: {error}")
+            continue
+        print(f"virtualmachineinstance.kubevirt.io/{ref.name} thawed")
+    return 1 if failures else 0

@@ -1,0 +1,16 @@
+"""Timestamps as Kubernetes writes them: RFC 3339, UTC."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+
+def iso(moment: float | None) -> str | None:
+    if moment is None:
+        return None
+    return datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def now_iso() -> str:
+    return iso(time.time()) or ""

@@ -1,0 +1,94 @@
+"""CSI VolumeSnapshots of the graph's PVCs, created while guests are frozen and awaited after they thaw."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import kinds
+from .clock import iso
+from .cluster import ApiError, Connection, KubeError, collection_path, object_path
+from .refs import Ref
+
+Obj = dict[str, Any]
+BACKUP_LABEL = "kvbackup.kubevirt.io/backup"
+MAX_NAME = 253
+
+
+def snapshot_name(pvc_name: str, backup_name: str) -> str:
+    """``<pvc>-<backup>``, shortened from the PVC side to Kubernetes' 253-character limit."""
+    suffix = f"-{backup_name}"
+    return (pvc_name[: MAX_NAME - len(suffix)] + suffix).lower()
+
+
+def volume_snapshot(pvc: Ref, backup_name: str, snapshot_class: str | None) -> Obj:
+    spec: Obj = {"source": {"persistentVolumeClaimName": pvc.name}}
+    if snapshot_class:
+        spec["volumeSnapshotClassName"] = snapshot_class
+    return {"apiVersion": f"{kinds.VOLUME_SNAPSHOT.group}/{kinds.VOLUME_SNAPSHOT.version}",
+            "kind": kinds.VOLUME_SNAPSHOT.kind,
+            "metadata": {"name": snapshot_name(pvc.name, backup_name), "namespace": pvc.namespace,
+                         "labels": {BACKUP_LABEL: backup_name}},
+            "spec": spec}
+
+
+@dataclass
+class SnapshotRecord:
+    pvc: Ref
+    name: str
+    snapshot_class: str | None
+    created_at: float | None = None
+    ready_at: float | None = None
+    restore_size: str | None = None
+    error: str = ""
+
+    def to_dict(self) -> Obj:
+        return {"pvc": self.pvc.to_dict(), "namespace": self.pvc.namespace, "name": self.name,
+                "volumeSnapshotClassName": self.snapshot_class, "createdAt": iso(self.created_at),
+                "readyToUse": self.ready_at is not None, "readyAt": iso(self.ready_at),
+                "restoreSize": self.restore_size, "error": self.error or None}
+
+
+def create_snapshots(connection: Connection, pvcs: list[Ref], backup_name: str, snapshot_class: str | None
+                     ) -> list[SnapshotRecord]:
+    """Create one VolumeSnapshot per PVC; returns as soon as all are created (not ready)."""
+    version = kinds.VOLUME_SNAPSHOT.version
+    records = []
+    for pvc in pvcs:
+        body = volume_snapshot(pvc, backup_name, snapshot_class)
+        try:
+            connection.request("POST", collection_path(kinds.VOLUME_SNAPSHOT, version, pvc.namespace), body=body)
+        except ApiError as error:
+            if error.status == 404:
+                raise KubeError("error: --snapshot needs the CSI snapshot API (snapshot.storage.k8s.io/v1), which "
+                                "this cluster does not serve: install the external-snapshotter CRDs") from None
+            raise
+        records.append(SnapshotRecord(pvc, body["metadata"]["name"], snapshot_class, created_at=time.time()))
+    return records
+
+
+def wait_until_ready(connection: Connection, records: list[SnapshotRecord], timeout: float,
+                     progress: Callable[[str], None] = lambda m: None, poll: float = 1.0) -> None:
+    """Poll every snapshot until ``status.readyToUse``; a snapshot in error or still unready at the deadline
+    fails the export."""
+    deadline = time.monotonic() + timeout
+    waiting = list(records)
+    while waiting:
+        for record in list(waiting):
+            snapshot = connection.request("GET", object_path(kinds.VOLUME_SNAPSHOT, kinds.VOLUME_SNAPSHOT.version,
+                                                             record.pvc.namespace, record.name))
+            status = snapshot.get("status") or {}
+            if (status.get("error") or {}).get("message"):
+                record.error = status["error"]["message"]
+                raise KubeError(f"error: VolumeSnapshot {record.pvc.namespace}/{record.name} failed: {record.error}")
+            if status.get("readyToUse"):
+                record.ready_at, record.restore_size = time.time(), status.get("restoreSize")
+                waiting.remove(record)
+                progress(f"snapshot {record.pvc.namespace}/{record.name} ready")
+        if waiting and time.monotonic() >= deadline:
+            names = ", ".join(f"{r.pvc.namespace}/{r.name}" for r in waiting)
+            raise KubeError(f"error: VolumeSnapshots not ready after {timeout:.0f}s: {names}: check the CSI driver, "
+                            "or raise --snapshot-timeout")
+        if waiting:
+            time.sleep(poll)

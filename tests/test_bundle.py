@@ -1,0 +1,246 @@
+"""Offline export, verify and inspect: rules in the bundle, integrity, encryption, permissions, atomicity."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import tarfile
+
+import pytest
+import yaml
+
+from kubectl_kvbackup import rules
+from kubectl_kvbackup.bundle import read_bundle
+from kubectl_kvbackup.cli.main import main
+
+from .helpers import EXAMPLES, REPO
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def export_demo(capsys, target, *extra):
+    code, out, err = run(capsys, "export", "-f", EXAMPLES, "-n", "demo", "--all", "--to", str(target), *extra)
+    assert code == 0, err
+    return read_bundle(str(target))
+
+
+def resource(bundle, namespace, group, kind, name):
+    return yaml.safe_load(bundle.contents[f"resources/{namespace}/{group}/{kind}/{name}.yaml"])
+
+
+def node(bundle, kind, name):
+    return next(n for n in bundle.index["nodes"] if n["kind"] == kind and n["name"] == name)
+
+
+def test_export_applies_every_export_time_rule(capsys, tmp_path):
+    bundle = export_demo(capsys, tmp_path / "b")
+    vm = resource(bundle, "demo", "kubevirt.io", "VirtualMachine", "fedora")
+    assert vm["spec"]["instancetype"]["revisionName"] == "fedora-u1.medium-v1beta1-3c1d5f-1"
+    assert vm["spec"]["preference"]["revisionName"] == "fedora-fedora-pref-v1beta1-9a8b7c-1"
+    dv = resource(bundle, "demo", "cdi.kubevirt.io", "DataVolume", "fedora-root")
+    assert dv["metadata"]["annotations"][rules.PREPOPULATED_ANNOTATION] == "fedora-root"
+    pvc = resource(bundle, "demo", "core", "PersistentVolumeClaim", "fedora-root")
+    assert pvc["metadata"]["annotations"][rules.POPULATED_FOR_ANNOTATION] == "fedora-root"
+    in_progress = resource(bundle, "demo", "cdi.kubevirt.io", "DataVolume", "worker-root-0")
+    assert rules.PREPOPULATED_ANNOTATION not in (in_progress["metadata"].get("annotations") or {})
+    unfinished = node(bundle, "PersistentVolumeClaim", "worker-root-0")
+    assert (unfinished["restore"], unfinished["rule"]) == (False, "pvc-of-unfinished-datavolume")
+    assert "file" not in unfinished and unfinished["original"].startswith("original/")
+
+
+def test_objects_kubevirt_recreates_are_recorded_but_not_restorable(capsys, tmp_path):
+    bundle = export_demo(capsys, tmp_path / "b")
+    for kind, name, rule in (("VirtualMachineInstance", "fedora", "owned-vmi"),
+                             ("VirtualMachineInstance", "webzq7hx", "owned-vmi"),
+                             ("Pod", "virt-launcher-fedora-x7k2p", "launcher-pod"),
+                             ("Pod", "hp-volume-fedora-4xk9s", "hotplug-pod")):
+        entry = node(bundle, kind, name)
+        assert (entry["restore"], entry["rule"]) == (False, rule), name
+        assert entry["reason"] and "file" not in entry
+        assert entry["original"] in bundle.contents
+    assert node(bundle, "VirtualMachineInstance", "webm2k9d")["restore"]  # an orphan VMI is standalone
+
+
+def test_resources_are_apply_ready(capsys, tmp_path):
+    bundle = export_demo(capsys, tmp_path / "b", "--name", "nightly")
+    for path, data in bundle.contents.items():
+        if not path.startswith("resources/"):
+            continue
+        obj = yaml.safe_load(data)
+        assert not set(obj["metadata"]) & set(rules.SERVER_SET_METADATA), path
+        assert "status" not in obj, path
+        assert obj["metadata"]["labels"][rules.RESTORE_LABEL] == "nightly", path
+    original = yaml.safe_load(bundle.contents["original/demo/cdi.kubevirt.io/DataVolume/fedora-root.yaml"])
+    assert original["status"]["phase"] == "Succeeded"
+
+
+def test_index_records_graph_sources_and_checksums(capsys, tmp_path):
+    bundle = export_demo(capsys, tmp_path / "b")
+    index = bundle.index
+    assert index["format"] == "kvbackup.kubevirt.io/bundle" and index["formatVersion"] == 1
+    assert index["source"] == {"offline": True, "manifests": [EXAMPLES]}
+    assert index["freeze"]["note"].startswith("offline export")
+    assert {v["result"] for v in index["freeze"]["vmis"]} == {"not-frozen"}
+    assert any(e["path"] == "status.created" for e in index["edges"])
+    assert set(index["files"]) == set(bundle.contents) - {"kvbackup.json"}
+    assert {"group": "", "kind": "ConfigMap", "namespace": "demo", "name": "unrelated-config", "found": True} \
+        not in index["nodes"]
+
+
+def test_permissions_are_private_whatever_the_umask(capsys, tmp_path):
+    old = os.umask(0)
+    try:
+        export_demo(capsys, tmp_path / "b")
+    finally:
+        os.umask(old)
+    for folder, dirs, files in os.walk(tmp_path / "b"):
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700, folder
+        for name in files:
+            assert stat.S_IMODE(os.stat(os.path.join(folder, name)).st_mode) == 0o600, name
+
+
+def test_unencrypted_secrets_warn(capsys, tmp_path):
+    code, _, err = run(capsys, "export", "-f", EXAMPLES, "-n", "demo", "vm/windows", "--to", str(tmp_path / "b"))
+    assert code == 0 and "Secrets are stored unencrypted" in err
+    assert read_bundle(str(tmp_path / "b")).index["secrets"]["handling"] == "plaintext"
+
+
+def test_verify_detects_changed_missing_and_added_files(capsys, tmp_path):
+    export_demo(capsys, tmp_path / "b")
+    assert run(capsys, "verify", str(tmp_path / "b"))[0] == 0
+    changed = tmp_path / "b/resources/demo/core/ConfigMap/fedora-app-config.yaml"
+    changed.write_text(changed.read_text().replace("8080", "9090"))
+    os.unlink(tmp_path / "b/resources/demo/core/Secret/win-unattend.yaml")
+    (tmp_path / "b/resources/demo/core/ConfigMap/extra.yaml").write_text("{}")
+    code, out, err = run(capsys, "verify", str(tmp_path / "b"))
+    assert code == 1
+    assert out.splitlines() == ["missing: resources/demo/core/Secret/win-unattend.yaml",
+                                "changed: resources/demo/core/ConfigMap/fedora-app-config.yaml",
+                                "unexpected: resources/demo/core/ConfigMap/extra.yaml"]
+    code, out, err = run(capsys, "inspect", str(tmp_path / "b"))
+    assert code == 1 and "failed verification" in err and out == ""
+
+
+def test_tarball_round_trip_and_truncation(capsys, tmp_path):
+    target = tmp_path / "b.tar.gz"
+    export_demo(capsys, target)
+    with tarfile.open(target) as tar:
+        assert "kvbackup.json" in tar.getnames()
+    assert run(capsys, "verify", str(target))[0] == 0
+    code, out, _ = run(capsys, "inspect", str(target), "-o", "json")
+    assert code == 0 and json.loads(out)["roots"][0]["name"] == "fedora"
+    data = target.read_bytes()
+    (tmp_path / "cut.tar.gz").write_bytes(data[: len(data) // 2])
+    code, out, err = run(capsys, "verify", str(tmp_path / "cut.tar.gz"))
+    assert code == 1 and "truncated" in err and "Traceback" not in err
+
+
+def test_bundle_streams_to_stdout(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "kubectl_kvbackup", "export", "-f", EXAMPLES, "-n", "demo",
+                             "vm/windows", "--to", "-", "-q"], capture_output=True, cwd=REPO, timeout=60,
+                            env={**os.environ, "PYTHONPATH": REPO})
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "s.tar.gz").write_bytes(result.stdout)
+    bundle = read_bundle(str(tmp_path / "s.tar.gz"))
+    assert bundle.index["roots"][0]["name"] == "windows"
+    assert not [p for p in os.listdir(tempfile_dir()) if p.startswith(".stdout.")]
+
+
+def tempfile_dir():
+    import tempfile
+    return tempfile.gettempdir()
+
+
+def test_inspect_outputs(capsys, tmp_path):
+    export_demo(capsys, tmp_path / "b")
+    code, out, _ = run(capsys, "inspect", str(tmp_path / "b"))
+    assert code == 0
+    assert "Pod/virt-launcher-fedora-x7k2p" in out and "[not restored: virt-launcher pod" in out
+    assert "freeze (never):" in out
+    code, out, _ = run(capsys, "inspect", str(tmp_path / "b"), "-o", "name")
+    assert "virtualmachinepool.pool.kubevirt.io/workers" in out.splitlines()
+    code, out, _ = run(capsys, "inspect", str(tmp_path / "b"), "-o", "yaml")
+    data = yaml.safe_load(out)
+    assert data["freeze"]["mode"] == "never" and data["secrets"]["handling"] == "plaintext"
+
+
+KEY = bytes(range(32))
+
+
+@pytest.fixture
+def key_file(tmp_path):
+    path = tmp_path / "backup.key"
+    path.write_bytes(KEY)
+    path.chmod(0o600)
+    return path
+
+
+def test_secrets_are_encrypted_and_decrypt_with_the_key(capsys, tmp_path, key_file):
+    bundle = export_demo(capsys, tmp_path / "b", "--encrypt-key-file", str(key_file))
+    assert bundle.index["secrets"]["handling"] == "encrypted"
+    entry = node(bundle, "Secret", "fedora-userdata")
+    assert entry["encrypted"] and entry["file"].endswith(".yaml.enc")
+    assert b"cloud-config" not in bundle.contents[entry["file"]]
+    assert bundle.read_object(entry["file"], KEY)["stringData"]["userdata"].startswith("#cloud-config")
+    plain = node(bundle, "ConfigMap", "fedora-app-config")
+    assert not plain["encrypted"] and b"8080" in bundle.contents[plain["file"]]
+    with pytest.raises(Exception) as error:
+        bundle.read_object(entry["file"], bytes(32))
+    assert "wrong key or tampered file" in str(error.value)
+    # a file moved to another path in the bundle does not decrypt
+    other = node(bundle, "Secret", "fedora-app-secret")["file"]
+    bundle.contents[other] = bundle.contents[entry["file"]]
+    with pytest.raises(Exception):
+        bundle.read_object(other, KEY)
+
+
+def test_key_from_environment_in_hex(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("KVBACKUP_ENCRYPTION_KEY", KEY.hex())
+    bundle = export_demo(capsys, tmp_path / "b")
+    assert bundle.index["secrets"]["handling"] == "encrypted"
+
+
+@pytest.mark.parametrize("content", [b"short", b"z" * 64])
+def test_bad_key_file_is_one_clear_error(capsys, tmp_path, content):
+    (tmp_path / "k").write_bytes(content)
+    code, out, err = run(capsys, "export", "-f", EXAMPLES, "-n", "demo", "--all", "--to", str(tmp_path / "b"),
+                         "--encrypt-key-file", str(tmp_path / "k"))
+    assert code == 1 and "does not hold a 256-bit key" in err and "Traceback" not in err
+    assert not (tmp_path / "b").exists()
+
+
+def test_exclude_secrets(capsys, tmp_path):
+    bundle = export_demo(capsys, tmp_path / "b", "--exclude-secrets")
+    assert bundle.index["secrets"]["handling"] == "excluded"
+    assert not [p for p in bundle.contents if "/Secret/" in p]
+    entry = node(bundle, "Secret", "win-unattend")
+    assert entry["excluded"] and not entry["restore"]
+
+
+def test_existing_target_is_never_overwritten(capsys, tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "keep").write_text("mine")
+    code, _, err = run(capsys, "export", "-f", EXAMPLES, "-n", "demo", "--all", "--to", str(tmp_path / "b"))
+    assert code == 1 and "already exists" in err
+    assert os.listdir(tmp_path / "b") == ["keep"]
+
+
+def test_failed_export_leaves_nothing_behind(capsys, tmp_path):
+    code, _, err = run(capsys, "export", "-f", EXAMPLES, "-n", "demo", "vm/nope", "--to", str(tmp_path / "b"))
+    assert code == 1 and "not found" in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_not_a_bundle(capsys, tmp_path):
+    (tmp_path / "d").mkdir()
+    code, _, err = run(capsys, "verify", str(tmp_path / "d"))
+    assert code == 1 and "has no kvbackup.json" in err
+    code, _, err = run(capsys, "verify", str(tmp_path / "none"))
+    assert code == 1 and "no such bundle" in err
