@@ -1,0 +1,282 @@
+"""The webhook app through Flask's test client: golden AdmissionReviews, malformed input, JSONPatch generation."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+from typing import Any
+
+import pytest
+
+from kubectl_kvbackup import rules
+from kvbackup_webhook import admission, create_app, jsonpatch
+
+from .fakeapi import jsonpatch as apply_patch
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "webhook_fixtures")
+CASES = sorted(name[:-5] for name in os.listdir(FIXTURES) if name.endswith(".json"))
+Obj = dict[str, Any]
+
+
+class StaticLookups:
+    """A cluster described by a fixture's ``cluster`` section; lookups named in ``fail`` raise LookupFailed."""
+
+    def __init__(self, cluster: Obj | None = None):
+        cluster = cluster or {}
+        self.namespaces: dict[str, dict[str, str]] = cluster.get("namespaces", {})
+        self.owners: dict[str, str] = cluster.get("owners", {})
+        self.pvcs: dict[str, Obj] = cluster.get("pvcs", {})
+        self.in_use = tuple(set(values) for values in cluster.get("identities", [[], [], []]))
+        self.fail = set(cluster.get("fail", []))
+        self.calls: list[str] = []
+
+    def _call(self, lookup: str) -> None:
+        self.calls.append(lookup)
+        if lookup in self.fail:
+            raise admission.LookupFailed("timed out")
+
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        self._call("namespace")
+        return self.namespaces.get(namespace, {})
+
+    def owner_uid(self, owner: Obj, namespace: str) -> str | None:
+        self._call("owner")
+        return self.owners.get(f"{owner['kind']}/{namespace}/{owner['name']}")
+
+    def pvc(self, namespace: str, name: str) -> Obj | None:
+        self._call("pvc")
+        return self.pvcs.get(f"{namespace}/{name}")
+
+    def identities(self) -> tuple[set[str], set[str], set[str]]:
+        self._call("identities")
+        return self.in_use  # type: ignore[return-value]
+
+
+def load(name: str) -> Obj:
+    with open(os.path.join(FIXTURES, f"{name}.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def post(client, body: bytes | Obj):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return client.post("/mutate", data=data, content_type="application/json")
+
+
+def app_for(cluster: Obj | None = None, **config: Any):
+    return create_app({"LOOKUPS": StaticLookups(cluster), **config})
+
+
+def decoded_patch(response: Obj) -> list[Obj]:
+    return json.loads(base64.b64decode(response["patch"])) if "patch" in response else []
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_golden_admission_review(name: str) -> None:
+    case = load(name)
+    client = app_for(case.get("cluster")).test_client()
+    result = post(client, case["raw"].encode() if "raw" in case else case["review"])
+    expect = case["expect"]
+    assert result.status_code == expect["http"]
+    body = result.get_json()
+    assert (body["apiVersion"], body["kind"]) == ("admission.k8s.io/v1", "AdmissionReview")
+    response = body["response"]
+    request_uid = (case.get("review") or {}).get("request", {}).get("uid", "")
+    assert response["uid"] == request_uid
+    assert response["allowed"] is expect["allowed"]
+    if expect["allowed"]:
+        assert decoded_patch(response) == expect["patch"]
+        assert response.get("patchType") == ("JSONPatch" if expect["patch"] else None)
+    else:
+        assert response["status"]["code"] == expect["code"]
+        for text in expect["message"]:
+            assert text in response["status"]["message"]
+    for text in expect.get("warnings", []):
+        assert any(text in warning for warning in response.get("warnings", []))
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if "raw" not in load(n) and load(n)["expect"]["allowed"]])
+def test_patch_applies_to_the_object_and_equals_the_rules_output(name: str) -> None:
+    """The patch is what the API server applies: applied to the request's object it must give the rules' result."""
+    case = load(name)
+    response = post(app_for(case.get("cluster")).test_client(), case["review"]).get_json()["response"]
+    obj = case["review"]["request"]["object"]
+    patched = apply_patch.apply(obj, decoded_patch(response))
+    if response.get("patch"):
+        assert patched != obj
+        # idempotent: the patched object, reviewed again, needs nothing more (except fresh random serials)
+        again = {**case["review"], "request": {**case["review"]["request"], "object": patched}}
+        second = post(app_for(case.get("cluster")).test_client(), again).get_json()["response"]
+        assert decoded_patch(second) == []
+
+
+def test_dry_run_answers_as_a_real_request() -> None:
+    client = app_for().test_client()
+    real, dry = load("dv-succeeded-velero")["review"], load("dv-succeeded-dry-run")["review"]
+    assert dry["request"]["dryRun"] is True
+    assert decoded_patch(post(client, real).get_json()["response"]) == \
+        decoded_patch(post(client, dry).get_json()["response"])
+
+
+def test_an_admission_review_over_3_mib_is_refused_with_413_not_a_crash() -> None:
+    review = load("dv-succeeded-velero")["review"]
+    review["request"]["object"]["metadata"]["annotations"] = {"blob": "x" * (3 * 1024 * 1024)}
+    client = app_for().test_client()
+    result = post(client, review)
+    assert result.status_code == 413
+    body = result.get_json()
+    assert body["response"]["allowed"] is False
+    assert body["response"]["status"]["code"] == 413
+    assert "larger than 3145728 bytes" in body["response"]["status"]["message"]
+    # the app goes on answering
+    assert post(client, load("dv-succeeded-velero")["review"]).status_code == 200
+
+
+def test_a_smaller_limit_is_configurable() -> None:
+    client = app_for(MAX_CONTENT_LENGTH=1000).test_client()
+    assert post(client, load("pvc-of-datavolume-owner-restored")["review"]).status_code == 413
+
+
+def test_wrong_method_and_path_answer_json_not_html() -> None:
+    client = app_for().test_client()
+    wrong_method = client.get("/mutate")
+    assert wrong_method.status_code == 405 and wrong_method.get_json()["code"] == 405
+    assert client.post("/validate", data=b"{}").status_code == 404
+
+
+def test_a_rule_failing_unexpectedly_is_a_clear_denial_not_a_500() -> None:
+    review = load("vm-mac-collision")["review"]
+    review["request"]["object"]["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"] = "eth0"
+    result = post(app_for().test_client(), review)
+    assert result.status_code == 200
+    response = result.get_json()["response"]
+    assert response["allowed"] is False and response["status"]["code"] == 400
+    assert "could not apply the restore rules" in response["status"]["message"]
+
+
+def test_system_service_accounts_never_trigger_lookups() -> None:
+    """KubeVirt's and CDI's own creates are answered before any cluster lookup: a slow API server cannot slow them."""
+    lookups = StaticLookups()
+    client = create_app({"LOOKUPS": lookups}).test_client()
+    for name in ("launcher-pod-from-kubevirt-controller", "vmi-owned-by-vm-from-kubevirt-controller"):
+        assert post(client, load(name)["review"]).get_json()["response"]["allowed"] is True
+    pvc_from_cdi = load("pvc-of-datavolume-owner-restored")["review"]
+    pvc_from_cdi["request"]["userInfo"]["username"] = "system:serviceaccount:cdi:cdi-sa"
+    assert "patch" not in post(client, pvc_from_cdi).get_json()["response"]
+    assert lookups.calls == []
+
+
+def test_identity_policies() -> None:
+    review = load("vm-no-collision")["review"]
+    keep = post(app_for({"identities": [["02:00:00:aa:bb:01"], ["SER-DB-1"], []]}, IDENTITY_POLICY="keep")
+                .test_client(), review).get_json()["response"]
+    assert decoded_patch(keep) == []
+    clear = decoded_patch(post(app_for(IDENTITY_POLICY="clear").test_client(), review).get_json()["response"])
+    paths = {op["path"]: op for op in clear}
+    assert paths["/spec/template/spec/domain/devices/interfaces/0/macAddress"]["op"] == "remove"
+    assert paths["/spec/template/spec/domain/devices/interfaces/1/macAddress"]["op"] == "remove"
+    serial = paths["/spec/template/spec/domain/firmware/serial"]
+    assert serial["op"] == "replace" and serial["value"] != "SER-DB-1"
+    with pytest.raises(ValueError, match="unknown identity policy"):
+        create_app({"LOOKUPS": StaticLookups(), "IDENTITY_POLICY": "random"})
+
+
+def test_failed_namespace_lookup_admits_unlabelled_objects_unchanged_with_a_warning() -> None:
+    review = load("dv-restore-mode-namespace")
+    response = post(app_for({"fail": ["namespace"]}).test_client(), review["review"]).get_json()["response"]
+    assert response["allowed"] is True and "patch" not in response
+    assert "could not read the labels of namespace dr" in response["warnings"][0]
+
+
+def test_metrics_count_requests_by_kind_and_decision() -> None:
+    client = app_for().test_client()
+    for name in ("dv-succeeded-velero", "launcher-pod-denied", "dv-not-restore-context", "malformed-json"):
+        case = load(name)
+        post(client, case["raw"].encode() if "raw" in case else case["review"])
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'kvbackup_webhook_requests_total{kind="DataVolume",decision="patched"} 1' in text
+    assert 'kvbackup_webhook_requests_total{kind="DataVolume",decision="allowed"} 1' in text
+    assert 'kvbackup_webhook_requests_total{kind="Pod",decision="denied"} 1' in text
+    assert 'kvbackup_webhook_requests_total{kind="other",decision="invalid"} 1' in text
+    assert 'kvbackup_webhook_request_duration_seconds_bucket{le="+Inf"} 4' in text
+    assert "kvbackup_webhook_request_duration_seconds_count 4" in text
+    assert client.get("/healthz").get_data() == b"ok\n" and client.get("/readyz").status_code == 200
+
+
+def test_metrics_count_failed_lookups() -> None:
+    client = app_for({"fail": ["owner"]}).test_client()
+    post(client, load("pvc-of-datavolume-owner-restored")["review"])
+    assert 'kvbackup_webhook_lookup_failures_total{lookup="owner"} 1' in client.get("/metrics").get_data(as_text=True)
+
+
+# --- JSONPatch generation --------------------------------------------------------------------------------------
+
+def test_escaping_per_rfc_6901() -> None:
+    assert jsonpatch.escape("a/b~c") == "a~1b~0c"
+    assert jsonpatch.escape("~1") == "~01"
+    patch = jsonpatch.diff({"m": {}}, {"m": {"x/y": 1, "~": 2}})
+    assert patch == [{"op": "add", "path": "/m/x~1y", "value": 1}, {"op": "add", "path": "/m/~0", "value": 2}]
+
+
+def test_diff_is_minimal_for_common_changes() -> None:
+    assert jsonpatch.diff({"a": 1}, {"a": 1}) == []
+    assert jsonpatch.diff({"metadata": {"name": "x"}}, {"metadata": {"name": "x", "annotations": {"k": "v"}}}) == \
+        [{"op": "add", "path": "/metadata/annotations", "value": {"k": "v"}}]
+    assert jsonpatch.diff({"a": [1, 2, 3]}, {"a": [1, 5, 3]}) == [{"op": "replace", "path": "/a/1", "value": 5}]
+    assert jsonpatch.diff({"a": [1, 2, 3]}, {"a": [1, 3]}) == [{"op": "replace", "path": "/a", "value": [1, 3]}]
+    assert jsonpatch.diff({"a": 1}, {"a": True}) == [{"op": "replace", "path": "/a", "value": True}]
+    assert jsonpatch.diff([1], {"a": 1}) == [{"op": "replace", "path": "", "value": {"a": 1}}]
+
+
+def _random_value(rng: random.Random, depth: int) -> Any:
+    choice = rng.randrange(6 if depth < 3 else 4)
+    if choice == 0:
+        return rng.randrange(3)
+    if choice == 1:
+        return rng.choice(["a", "b/c", "~d", ""])
+    if choice == 2:
+        return rng.choice([None, True, False])
+    if choice == 3:
+        return rng.random()
+    if choice == 4:
+        return [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return {rng.choice(["k", "x/y", "~z", "a~1", ""]): _random_value(rng, depth + 1) for _ in range(rng.randrange(4))}
+
+
+def _mutate(rng: random.Random, value: Any, depth: int = 0) -> Any:
+    if isinstance(value, dict) and value and rng.random() < 0.7:
+        result = dict(value)
+        key = rng.choice(list(result))
+        action = rng.randrange(3)
+        if action == 0:
+            del result[key]
+        elif action == 1:
+            result[key] = _mutate(rng, result[key], depth + 1)
+        else:
+            result[rng.choice(["new", "n/e", "w~"])] = _random_value(rng, depth)
+        return result
+    if isinstance(value, list) and value and rng.random() < 0.7:
+        result = list(value)
+        index = rng.randrange(len(result))
+        result[index] = _mutate(rng, result[index], depth + 1)
+        if rng.random() < 0.3:
+            result.append(_random_value(rng, depth))
+        return result
+    return _random_value(rng, depth)
+
+
+def test_diff_then_apply_round_trips_on_random_documents() -> None:
+    rng = random.Random(20241124)
+    for _ in range(2000):
+        before = _random_value(rng, 0)
+        after = _mutate(rng, before)
+        assert apply_patch.apply(before, jsonpatch.diff(before, after)) == after
+
+
+def test_rules_module_is_what_the_webhook_calls() -> None:
+    """No rule is re-implemented here: the webhook's prePopulated value is the rules' constant and result."""
+    review = load("dv-succeeded-velero")["review"]
+    response = post(app_for().test_client(), review).get_json()["response"]
+    expected = rules.restore_object(review["request"]["object"], rules.RestoreContext())
+    assert apply_patch.apply(review["request"]["object"], decoded_patch(response)) == expected

@@ -1,0 +1,73 @@
+"""The restore-rules admission webhook: KubeVirt's restore rules applied cluster-side to restores by any tool."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from kubectl_kvbackup.rules import IdentityPolicy
+
+from . import admission
+from .lookups import ClusterLookups
+from .metrics import Metrics
+
+#: kube-apiserver refuses request bodies over 3 MiB, so no genuine AdmissionReview is larger
+DEFAULT_MAX_BYTES = 3 * 1024 * 1024
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """The Flask application. ``config`` overrides: IDENTITY_POLICY (keep | clear-on-collision | clear),
+    MAX_CONTENT_LENGTH (bytes), LOOKUPS (an ``admission.Lookups``; default: the cluster, see ``lookups``)."""
+    app = Flask("kvbackup_webhook")
+    app.config.update(
+        IDENTITY_POLICY=os.environ.get("KVBACKUP_WEBHOOK_IDENTITY_POLICY", IdentityPolicy.CLEAR_ON_COLLISION.value),
+        MAX_CONTENT_LENGTH=int(os.environ.get("KVBACKUP_WEBHOOK_MAX_BYTES", DEFAULT_MAX_BYTES)),
+        LOOKUPS=None,
+    )
+    app.config.update(config or {})
+    try:
+        policy = IdentityPolicy(app.config["IDENTITY_POLICY"])
+    except ValueError:
+        raise ValueError(f"unknown identity policy {app.config['IDENTITY_POLICY']!r}: use one of "
+                         f"{', '.join(p.value for p in IdentityPolicy)}") from None
+    lookups = app.config["LOOKUPS"] or ClusterLookups.from_environment()
+    metrics = Metrics()
+
+    def reply(outcome: admission.Outcome, started: float) -> Response:
+        for lookup in outcome.failed_lookups:
+            metrics.lookup_failed(lookup)
+        metrics.observe(outcome.kind, outcome.decision, time.perf_counter() - started)
+        return Response(json.dumps(outcome.review), status=outcome.http_status, mimetype="application/json")
+
+    @app.post("/mutate")
+    def mutate() -> Response:
+        started = time.perf_counter()
+        return reply(admission.review(request.get_data(cache=False), lookups, policy), started)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(_: RequestEntityTooLarge) -> Response:
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        return reply(admission.invalid(f"the AdmissionReview is larger than {limit} bytes, more than the API server "
+                                       "ever sends", http_status=413), time.perf_counter())
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:  # wrong path or method: plain JSON, never an HTML page
+        body = json.dumps({"code": error.code, "message": f"{error.name}: {error.description}"})
+        return Response(body, status=error.code, mimetype="application/json")
+
+    @app.get("/healthz")
+    @app.get("/readyz")
+    def health() -> Response:
+        # Readiness does not depend on the API server: lookups fail safe, so the webhook can always answer.
+        return Response("ok\n", mimetype="text/plain")
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(metrics.render(), mimetype="text/plain; version=0.0.4")
+
+    return app

@@ -1,0 +1,260 @@
+"""AdmissionReview in, AdmissionReview out: parsing, validation, and the restore rules turned into an answer.
+
+Pure: everything the answer needs from the cluster comes through ``Lookups``. The rules themselves live in
+``kubectl_kvbackup.rules``; this module only decides when they apply and how their result is told to the API server
+(a JSONPatch diffed from the rules' output, or a denial naming the object, the rule and what to do).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kubectl_kvbackup import kinds, rules
+from kubectl_kvbackup.kinds import group_of
+from kubectl_kvbackup.rules import IdentityPolicy, RestoreContext
+
+from . import jsonpatch
+
+Obj = dict[str, Any]
+API_VERSION = "admission.k8s.io/v1"
+HANDLED_KINDS = {(k.group, k.kind) for k in (kinds.DATA_VOLUME, kinds.PVC, kinds.VMI, kinds.POD, kinds.VM)}
+log = logging.getLogger("kvbackup_webhook")
+
+
+class LookupFailed(Exception):
+    """A cluster lookup did not answer (timeout, error, forbidden): the rule that needed it is skipped, never the
+    whole request denied."""
+
+
+class Lookups(Protocol):
+    def namespace_labels(self, namespace: str) -> dict[str, str]: ...
+
+    def owner_uid(self, owner: Obj, namespace: str) -> str | None: ...
+
+    def pvc(self, namespace: str, name: str) -> Obj | None: ...
+
+    def identities(self) -> tuple[set[str], set[str], set[str]]: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    http_status: int
+    review: Obj
+    kind: str  # the request's kind, for metrics
+    decision: str  # allowed | patched | denied | invalid (see metrics.DECISIONS)
+    failed_lookups: tuple[str, ...] = ()
+
+
+class _Invalid(Exception):
+    """The request cannot be answered as asked; ``uid`` is empty when the body is not even an AdmissionReview."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def answer(uid: str, allowed: bool, *, code: int = 200, message: str = "", reason: str = "",
+           patch: list[Obj] | None = None, warnings: list[str] | None = None) -> Obj:
+    response: Obj = {"uid": uid, "allowed": allowed}
+    if not allowed:
+        response["status"] = {"code": code, "reason": reason, "message": message}
+    if patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode()
+    if warnings:
+        response["warnings"] = warnings
+    return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
+
+
+def invalid(message: str, *, http_status: int = 400, uid: str = "", kind: str = "other") -> Outcome:
+    """A request the webhook cannot judge. A well-formed review with a bad request gets HTTP 200 and a denial the API
+    server shows to the user; a body that is no v1 AdmissionReview gets the HTTP error too (with its uid if any)."""
+    code = 413 if http_status == 413 else 400
+    return Outcome(http_status, answer(uid, False, code=code, reason="RequestEntityTooLarge" if code == 413 else
+                                       "BadRequest", message=f"kvbackup webhook: {message}"), kind, "invalid")
+
+
+def review(body: bytes, lookups: Lookups, policy: IdentityPolicy) -> Outcome:
+    try:
+        document = _parse(body)
+    except _Invalid as error:
+        return invalid(error.message)
+    request = document.get("request")
+    uid = request.get("uid") if isinstance(request, dict) and isinstance(request.get("uid"), str) else ""
+    try:
+        _check_review(document, uid)
+    except _Invalid as error:
+        return invalid(error.message, uid=uid)
+    kind = _kind_name(request)
+    try:
+        return _judge(request, lookups, policy)
+    except _Invalid as error:
+        return invalid(error.message, http_status=200, uid=uid, kind=kind)
+    except Exception as error:  # a rule tripped over an object we did not foresee: deny clearly, never a 500
+        log.exception("restore rules failed on request %s", uid)
+        return invalid(f"could not apply the restore rules to this object ({type(error).__name__}: {error}); "
+                       "please report it", http_status=200, uid=uid, kind=kind)
+
+
+def _parse(body: bytes) -> Obj:
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise _Invalid(f"the request body is not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise _Invalid("the request body is not a JSON object: expected an admission.k8s.io/v1 AdmissionReview")
+    return document
+
+
+def _check_review(document: Obj, uid: str) -> None:
+    api_version, kind = document.get("apiVersion"), document.get("kind")
+    if (api_version, kind) != (API_VERSION, "AdmissionReview"):
+        raise _Invalid(f"expected apiVersion {API_VERSION} kind AdmissionReview, got apiVersion {api_version!r} kind "
+                       f"{kind!r}: register the webhook with admissionReviewVersions: [v1]")
+    if not isinstance(document.get("request"), dict):
+        raise _Invalid("the AdmissionReview has no request")
+    if not uid:
+        raise _Invalid("the AdmissionReview request has no uid")
+
+
+def _kind_name(request: Obj) -> str:
+    kind = request.get("kind")
+    return kind.get("kind", "other") if isinstance(kind, dict) and isinstance(kind.get("kind"), str) else "other"
+
+
+def _require(request: Obj, name: str, expected: type, what: str) -> Any:
+    value = request.get(name)
+    if not isinstance(value, expected):
+        raise _Invalid(f"request.{name} is {'missing' if value is None else 'malformed'}: expected {what}")
+    return value
+
+
+def _judge(request: Obj, lookups: Lookups, policy: IdentityPolicy) -> Outcome:
+    uid = request["uid"]
+    kind_ref = _require(request, "kind", dict, "a group/version/kind")
+    operation = _require(request, "operation", str, "CREATE, UPDATE, DELETE or CONNECT")
+    group, kind = kind_ref.get("group", ""), kind_ref.get("kind")
+    if not isinstance(kind, str) or not isinstance(group, str):
+        raise _Invalid("request.kind is malformed: expected a group/version/kind")
+    if operation != "CREATE" or (group, kind) not in HANDLED_KINDS:
+        return Outcome(200, answer(uid, True), kind, "allowed")
+    user_info = request.get("userInfo") or {}
+    username = user_info.get("username", "") if isinstance(user_info, dict) else ""
+    if not isinstance(username, str):
+        raise _Invalid("request.userInfo.username is malformed: expected a string")
+    if rules.is_system_request(username):
+        return Outcome(200, answer(uid, True), kind, "allowed")
+    obj = _require(request, "object", dict, f"the {kind} being created")
+    namespace = request.get("namespace") or ""
+    if not isinstance(namespace, str):
+        raise _Invalid("request.namespace is malformed: expected a string")
+    work = _working_copy(obj, kind_ref, namespace)
+    namespace = work["metadata"].get("namespace") or ""
+    failures: list[tuple[str, str]] = []
+    if not _in_restore_context(work, namespace, lookups, failures):
+        return _allowed(uid, kind, [], failures)
+    decision = rules.restore_decision(work)
+    if not decision.restore:
+        name = work["metadata"].get("name") or work["metadata"].get("generateName", "")
+        message = (f"kvbackup restore rules: {kind} {namespace}/{name} must not be restored (rule {decision.rule}): "
+                   f"{decision.reason}; leave it out of the restore")
+        return Outcome(200, answer(uid, False, code=403, reason="Forbidden", message=message), kind, "denied")
+    mutated = rules.restore_object(work, _restore_context(work, policy, lookups, failures))
+    return _allowed(uid, kind, jsonpatch.diff(work, mutated), failures)
+
+
+def _allowed(uid: str, kind: str, patch: list[Obj], failures: list[tuple[str, str]]) -> Outcome:
+    return Outcome(200, answer(uid, True, patch=patch, warnings=[f"kvbackup: {text}" for _, text in failures]),
+                   kind, "patched" if patch else "allowed", tuple(lookup for lookup, _ in failures))
+
+
+def _working_copy(obj: Obj, kind_ref: Obj, namespace: str) -> Obj:
+    """The object as the rules expect it. What the API server fills in later (namespace) or omits in the review
+    (apiVersion/kind) is taken from the request, so the diff never touches it."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        raise _Invalid("request.object.metadata is missing or malformed")
+    for name, expected in (("labels", dict), ("annotations", dict), ("ownerReferences", list)):
+        if meta.get(name) is not None and not isinstance(meta[name], expected):
+            raise _Invalid(f"request.object.metadata.{name} is malformed: expected a {expected.__name__}")
+    if any(not isinstance(owner, dict) for owner in meta.get("ownerReferences") or []):
+        raise _Invalid("request.object.metadata.ownerReferences is malformed: expected objects")
+    work = copy.deepcopy(obj)
+    group, version = kind_ref.get("group", ""), kind_ref.get("version", "")
+    work.setdefault("apiVersion", f"{group}/{version}" if group else version)
+    work.setdefault("kind", kind_ref["kind"])
+    if group_of(work["apiVersion"]) != group or work["kind"] != kind_ref["kind"]:
+        raise _Invalid(f"request.object is a {work['apiVersion']} {work['kind']} but request.kind says "
+                       f"{group}/{version} {kind_ref['kind']}")
+    if namespace:
+        work["metadata"].setdefault("namespace", namespace)
+    return work
+
+
+def _in_restore_context(obj: Obj, namespace: str, lookups: Lookups, failures: list[tuple[str, str]]) -> bool:
+    if rules.in_restore_context(obj, None):
+        return True
+    if not namespace:
+        return False
+    try:
+        return rules.in_restore_context(obj, lookups.namespace_labels(namespace))
+    except LookupFailed as error:
+        failures.append(("namespace", f"could not read the labels of namespace {namespace} ({error}): the object "
+                                      "was admitted unchanged; label it kvbackup.kubevirt.io/restore to apply the "
+                                      "restore rules without that lookup"))
+        return False
+
+
+@dataclass
+class _Recorder:
+    """Lookups for one request, failing safe: a failed lookup answers "nothing there" and leaves a warning."""
+
+    lookups: Lookups
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def owner_uid(self, owner: Obj, namespace: str) -> str | None:
+        try:
+            return self.lookups.owner_uid(owner, namespace)
+        except LookupFailed as error:
+            # an ownerReference kept with an old UID gets the object garbage-collected: dropping it is the safe side
+            self.failures.append(("owner", f"could not look up owner {owner.get('kind')} {owner.get('name')} "
+                                           f"({error}): its ownerReference was dropped"))
+            return None
+
+    def restored_pvc(self, namespace: str, name: str) -> Obj | None:
+        """A DataVolume's PVC that exists before the DataVolume was restored with it (CDI creates the PVC after its
+        DataVolume): one on its way out does not count."""
+        try:
+            pvc = self.lookups.pvc(namespace, name)
+        except LookupFailed as error:
+            self.failures.append(("pvc", f"could not check for a restored PersistentVolumeClaim {name} ({error}): "
+                                         "the DataVolume was not marked prePopulated"))
+            return None
+        if pvc is None or (pvc.get("metadata") or {}).get("deletionTimestamp"):
+            return None
+        return pvc
+
+    def identities(self, obj: Obj, policy: IdentityPolicy) -> tuple[set[str], set[str], set[str]]:
+        """Values in use matter only when clearing on collision, and only for an object that fixes some."""
+        if policy is not IdentityPolicy.CLEAR_ON_COLLISION or not any(rules.identity_values(obj)):
+            return set(), set(), set()
+        try:
+            return self.lookups.identities()
+        except LookupFailed as error:
+            self.failures.append(("identities", f"could not list the MAC addresses, serials and UUIDs in use "
+                                                f"({error}): they were kept as restored"))
+            # with nothing known to be in use, clear-on-collision keeps every value
+            return set(), set(), set()
+
+
+def _restore_context(obj: Obj, policy: IdentityPolicy, lookups: Lookups,
+                     failures: list[tuple[str, str]]) -> RestoreContext:
+    recorder = _Recorder(lookups, failures)
+    macs, serials, uuids = recorder.identities(obj, policy)
+    return RestoreContext(identity_policy=policy, macs_in_use=macs, serials_in_use=serials, uuids_in_use=uuids,
+                          owner_uid=recorder.owner_uid, restored_pvc=recorder.restored_pvc)
