@@ -45,8 +45,11 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when PyYAML has it: about 10x faster
+
+
 def dump_yaml(obj: Any) -> bytes:
-    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False).encode()
+    return yaml.dump(obj, Dumper=_DUMPER, sort_keys=False, default_flow_style=False).encode()
 
 
 class BundleWriter:

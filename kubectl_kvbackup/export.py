@@ -165,14 +165,14 @@ def export(graph: Graph, writer: BundleWriter, options: ExportOptions, source: O
     elif options.freeze == "never":
         report = freeze_report("never", options, unfrozen_records(vmis, "--freeze=never"), None)
         if options.snapshot:
-            snapshots = create_snapshots(connection, pvcs, options.backup_name, options.snapshot_class)
+            snapshots = create_snapshots(connection, pvcs, options.backup_name, options.snapshot_class, options.parallel)
     else:
         with GuestFreezer(connection, options.unfreeze_timeout, options.parallel, progress) as freezer:
             records = freezer.freeze(vmis)
             if options.freeze == "required":
                 check_required(records)
             if options.snapshot:
-                snapshots = create_snapshots(connection, pvcs, options.backup_name, options.snapshot_class)
+                snapshots = create_snapshots(connection, pvcs, options.backup_name, options.snapshot_class, options.parallel)
                 progress(f"created {len(snapshots)} VolumeSnapshot(s)")
             freezer.thaw()
         report = freeze_report(options.freeze, options, records, freezer.frozen_window())

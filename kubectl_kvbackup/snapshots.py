@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -50,22 +51,26 @@ class SnapshotRecord:
                 "restoreSize": self.restore_size, "error": self.error or None}
 
 
-def create_snapshots(connection: Connection, pvcs: list[Ref], backup_name: str, snapshot_class: str | None
-                     ) -> list[SnapshotRecord]:
-    """Create one VolumeSnapshot per PVC; returns as soon as all are created (not ready)."""
-    version = kinds.VOLUME_SNAPSHOT.version
-    records = []
-    for pvc in pvcs:
+def create_snapshots(connection: Connection, pvcs: list[Ref], backup_name: str, snapshot_class: str | None,
+                     parallel: int = 4) -> list[SnapshotRecord]:
+    """Create one VolumeSnapshot per PVC, ``parallel`` at a time; returns as soon as all are created (not ready),
+    so that guests can be thawed."""
+    def create(pvc: Ref) -> SnapshotRecord:
         body = volume_snapshot(pvc, backup_name, snapshot_class)
         try:
-            connection.request("POST", collection_path(kinds.VOLUME_SNAPSHOT, version, pvc.namespace), body=body)
+            connection.request("POST", collection_path(kinds.VOLUME_SNAPSHOT, kinds.VOLUME_SNAPSHOT.version,
+                                                       pvc.namespace), body=body)
         except ApiError as error:
             if error.status == 404:
                 raise KubeError("error: --snapshot needs the CSI snapshot API (snapshot.storage.k8s.io/v1), which "
                                 "this cluster does not serve: install the external-snapshotter CRDs") from None
             raise
-        records.append(SnapshotRecord(pvc, body["metadata"]["name"], snapshot_class, created_at=time.time()))
-    return records
+        return SnapshotRecord(pvc, body["metadata"]["name"], snapshot_class, created_at=time.time())
+
+    if not pvcs:
+        return []
+    with ThreadPoolExecutor(max_workers=min(max(1, parallel), len(pvcs)), thread_name_prefix="snapshot") as pool:
+        return list(pool.map(create, pvcs))
 
 
 def wait_until_ready(connection: Connection, records: list[SnapshotRecord], timeout: float,
