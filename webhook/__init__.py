@@ -20,6 +20,18 @@ from .metrics import Metrics
 DEFAULT_MAX_BYTES = 3 * 1024 * 1024
 
 
+#: an oversized body is still read (up to this many times the limit) so the client gets the 413 instead of a reset
+DRAIN_LIMIT_FACTOR = 4
+
+
+def _drain(stream: Any, length: int) -> None:
+    while stream is not None and length > 0:
+        chunk = stream.read(min(length, 65536))
+        if not chunk:
+            return
+        length -= len(chunk)
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """The Flask application. ``config`` overrides: IDENTITY_POLICY (keep | clear-on-collision | clear),
     MAX_CONTENT_LENGTH (bytes), LOOKUPS (an ``admission.Lookups``; default: the cluster, see ``lookups``)."""
@@ -52,6 +64,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_: RequestEntityTooLarge) -> Response:
         limit = app.config["MAX_CONTENT_LENGTH"]
+        _drain(request.environ.get("wsgi.input"), min(request.content_length or 0, DRAIN_LIMIT_FACTOR * limit))
         return reply(admission.invalid(f"the AdmissionReview is larger than {limit} bytes, more than the API server "
                                        "ever sends", http_status=413), time.perf_counter())
 
