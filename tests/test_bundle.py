@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -244,3 +245,39 @@ def test_not_a_bundle(capsys, tmp_path):
     assert code == 1 and "has no kvbackup.json" in err
     code, _, err = run(capsys, "verify", str(tmp_path / "none"))
     assert code == 1 and "no such bundle" in err
+
+
+def _export_with_terminal_stderr(tmp_path, *extra):
+    import pty
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.run([sys.executable, "-m", "kubectl_kvbackup", "export", "-f", EXAMPLES, "-n", "demo",
+                                  "--all", "--to", str(tmp_path / "b"), *extra], stderr=follower,
+                                 stdout=subprocess.DEVNULL, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO},
+                                 timeout=60)
+        os.close(follower)
+        follower = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return process.returncode, b"".join(chunks).decode()
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)
+
+
+def test_progress_on_a_terminal_and_quiet(tmp_path):
+    code, text = _export_with_terminal_stderr(tmp_path)
+    assert code == 0
+    assert re.search(r"listed \d+ objects", text) and re.search(r"wrote \d+ files", text)
+    assert "exported 40 objects" in text
+    (tmp_path / "q").mkdir()
+    code, text = _export_with_terminal_stderr(tmp_path / "q", "-q")
+    assert code == 0 and text == ""
