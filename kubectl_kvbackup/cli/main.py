@@ -13,10 +13,10 @@ from .. import __version__
 from ..cluster import KubeError
 from ..freeze import Terminated
 from ..selectors import SelectorError
-from . import bundles, export, freeze, graph
+from . import bundles, export, freeze, graph, webhook
 from .completion import complete
 
-SUBCOMMANDS = (graph, export, bundles, freeze)
+SUBCOMMANDS = (graph, export, bundles, freeze, webhook)
 
 
 class _Parser(argparse.ArgumentParser):
