@@ -1,0 +1,193 @@
+"""End to end: the API server calls the webhook on create, as a real one does, and stores what it admits.
+
+The fake API server holds the webhook's MutatingWebhookConfiguration (as rendered, with ``clientConfig.url`` and
+``caBundle`` instead of a Service, since the webhook runs outside the cluster here). gunicorn serves the webhook
+over TLS; its lookups go back to the same API server with the webhook's own service account.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any, Iterator
+
+import pytest
+
+from kubectl_kvbackup import kinds, manifests, rules
+from kubectl_kvbackup.cluster import ApiError, Connection, ConnectionOptions, collection_path, connect
+
+from .webhook_server import WebhookServer, write_tls
+
+Obj = dict[str, Any]
+VELERO = "system:serviceaccount:velero:velero"
+KUBEVIRT = "system:serviceaccount:kubevirt:kubevirt-controller"
+WEBHOOK_USER = "system:serviceaccount:kvbackup-system:kvbackup-webhook"
+RESTORED = {rules.VELERO_RESTORE_LABEL: "nightly-1"}
+
+
+@pytest.fixture
+def cluster(fake_api, tmp_path) -> Iterator[Any]:
+    """The fake API server with the webhook registered and serving; namespaces prod and dr (restore mode)."""
+    fake_api.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod"}})
+    fake_api.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": "dr", "labels": {rules.RESTORE_MODE_NAMESPACE_LABEL: "enabled"}}})
+    fake_api.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}})
+    tls_dir = tmp_path / "tls"
+    tls_dir.mkdir(mode=0o700)
+    material = write_tls(str(tls_dir))
+    webhook_kubeconfig = fake_api.write_kubeconfig(str(tmp_path / "webhook-kubeconfig"), user=WEBHOOK_USER)
+    with WebhookServer(str(tls_dir), material.ca_pem, env={"KVBACKUP_WEBHOOK_KUBECONFIG": webhook_kubeconfig}) \
+            as server:
+        configuration = next(o for o in manifests.render(manifests.Settings(), material)
+                             if o["kind"] == "MutatingWebhookConfiguration")
+        for webhook in configuration["webhooks"]:
+            webhook["clientConfig"] = {"url": f"{server.url}/mutate",
+                                       "caBundle": base64.b64encode(material.ca_pem).decode()}
+        fake_api.add(configuration)
+        yield fake_api
+
+
+def as_user(api: Any, tmp_path: Any, user: str) -> Connection:
+    path = api.write_kubeconfig(os.path.join(str(tmp_path), f"kubeconfig-{user.replace(':', '-')}"), user=user)
+    return connect(ConnectionOptions(kubeconfig=path))
+
+
+def create(connection: Connection, kind: kinds.Kind, obj: Obj, dry_run: bool = False) -> Obj:
+    namespace = obj["metadata"]["namespace"]
+    return connection.request("POST", collection_path(kind, kind.version, namespace), body=obj,
+                              query=[("dryRun", "All")] if dry_run else None)
+
+
+def data_volume(name: str, namespace: str = "prod", labels: dict[str, str] | None = None,
+                phase: str | None = "Succeeded") -> Obj:
+    obj: Obj = {"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+                "metadata": {"name": name, "namespace": namespace, "labels": dict(RESTORED if labels is None
+                                                                                  else labels)},
+                "spec": {"source": {"blank": {}}, "storage": {"resources": {"requests": {"storage": "1Gi"}}}}}
+    if phase:
+        obj["status"] = {"phase": phase}
+    return obj
+
+
+def owned_vmi(namespace: str = "prod", labels: dict[str, str] | None = None) -> Obj:
+    return {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+            "metadata": {"name": "web", "namespace": namespace, "labels": dict(labels or {}),
+                         "ownerReferences": [{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": "web",
+                                              "uid": "1c0ffee0-0000-0000-0000-000000000001", "controller": True}]},
+            "spec": {"domain": {"devices": {}}}}
+
+
+def launcher_pod(namespace: str = "prod", labels: dict[str, str] | None = None) -> Obj:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "virt-launcher-web-abcde", "namespace": namespace,
+                         "labels": {"kubevirt.io": "virt-launcher", **(labels or {})},
+                         "ownerReferences": [{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+                                              "name": "web", "uid": "1c0ffee0-0000-0000-0000-000000000002",
+                                              "controller": True}]},
+            "spec": {"containers": [{"name": "compute", "image": "virt-launcher"}]}}
+
+
+def annotations(obj: Obj | None) -> dict[str, str]:
+    return ((obj or {}).get("metadata") or {}).get("annotations") or {}
+
+
+def restored_pvc(name: str, dv_uid: str) -> Obj:
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": "prod", "labels": dict(RESTORED),
+                         "annotations": {"volume.kubernetes.io/selected-node": "old-node"},
+                         "ownerReferences": [{"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+                                              "name": name, "uid": dv_uid, "controller": True}]},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+
+
+def test_velero_restore_order_pvc_then_datavolume(cluster, tmp_path) -> None:
+    """Velero restores PVCs before custom resources: the PVC's owner does not exist yet, so its stale
+    ownerReference goes; the DataVolume that follows finds its restored PVC and is marked prePopulated, whether
+    or not the API server still shows the webhook its status."""
+    velero = as_user(cluster, tmp_path, VELERO)
+    create(velero, kinds.PVC, restored_pvc("root", "0ld-uid"))
+    stored = cluster.get_object("", "PersistentVolumeClaim", "prod", "root")
+    assert annotations(stored) == {rules.POPULATED_FOR_ANNOTATION: "root"}
+    assert "ownerReferences" not in stored["metadata"]
+    create(velero, kinds.DATA_VOLUME, data_volume("root"))
+    assert annotations(cluster.get_object("cdi.kubevirt.io", "DataVolume", "prod", "root")) == \
+        {rules.PREPOPULATED_ANNOTATION: "root"}
+
+
+def test_pvc_restored_after_its_datavolume_is_owned_by_the_new_datavolume(cluster, tmp_path) -> None:
+    current = cluster.add(data_volume("data", labels={}))
+    create(as_user(cluster, tmp_path, VELERO), kinds.PVC, restored_pvc("data", "0ld-uid"))
+    stored = cluster.get_object("", "PersistentVolumeClaim", "prod", "data")
+    assert stored["metadata"]["ownerReferences"][0]["uid"] == current["metadata"]["uid"] != "0ld-uid"
+    assert annotations(stored) == {rules.POPULATED_FOR_ANNOTATION: "data"}
+
+
+def test_datavolume_without_status_is_prepopulated_when_its_pvc_was_restored_first(cluster, tmp_path) -> None:
+    cluster.add({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                 "metadata": {"name": "data", "namespace": "dr"}, "spec": {}})
+    create(as_user(cluster, tmp_path, "gitops"), kinds.DATA_VOLUME, data_volume("data", "dr", labels={}, phase=None))
+    assert annotations(cluster.get_object("cdi.kubevirt.io", "DataVolume", "dr", "data")) == \
+        {rules.PREPOPULATED_ANNOTATION: "data"}
+    create(as_user(cluster, tmp_path, "gitops"), kinds.DATA_VOLUME, data_volume("fresh", "dr", labels={}, phase=None))
+    assert annotations(cluster.get_object("cdi.kubevirt.io", "DataVolume", "dr", "fresh")) == {}
+
+
+def test_restoring_kubevirt_owned_objects_is_denied_with_the_rule_and_what_to_do(cluster, tmp_path) -> None:
+    velero = as_user(cluster, tmp_path, VELERO)
+    with pytest.raises(ApiError) as denied:
+        create(velero, kinds.VMI, owned_vmi(labels=RESTORED))
+    assert denied.value.status == 403
+    assert "VirtualMachineInstance prod/web" in str(denied.value) and "owned-vmi" in str(denied.value)
+    assert "restore the owner instead" in str(denied.value)
+    with pytest.raises(ApiError) as denied:
+        create(velero, kinds.POD, launcher_pod(labels=RESTORED))
+    assert denied.value.status == 403 and "launcher-pod" in str(denied.value)
+    assert cluster.get_object("kubevirt.io", "VirtualMachineInstance", "prod", "web") is None
+    assert cluster.get_object("", "Pod", "prod", "virt-launcher-web-abcde") is None
+
+
+@pytest.mark.parametrize("namespace", ["prod", "dr"])
+def test_a_normal_vm_start_is_never_denied_or_changed(cluster, tmp_path, namespace: str) -> None:
+    """KubeVirt's controller creating a VMI and its launcher pod, in a plain namespace and in one being restored
+    into (where the API server does call the webhook), with labels copied from a restored VM's template."""
+    kubevirt = as_user(cluster, tmp_path, KUBEVIRT)
+    vmi, pod = owned_vmi(namespace, labels=RESTORED), launcher_pod(namespace, labels=RESTORED)
+    created_vmi = create(kubevirt, kinds.VMI, vmi)
+    created_pod = create(kubevirt, kinds.POD, pod)
+    for created, sent in ((created_vmi, vmi), (created_pod, pod)):
+        assert created["metadata"]["labels"] == sent["metadata"]["labels"]
+        assert created["metadata"]["ownerReferences"] == sent["metadata"]["ownerReferences"]
+        assert "annotations" not in created["metadata"]
+    reviewed = [call for call in cluster.admission_calls if call.user == KUBEVIRT]
+    assert reviewed and all(call.response["allowed"] and "patch" not in call.response for call in reviewed)
+
+
+def test_vm_restored_with_a_mac_in_use_gets_a_new_one_and_dry_run_stores_nothing(cluster, tmp_path) -> None:
+    def vm(name: str, labels: dict[str, str]) -> Obj:
+        return {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+                "metadata": {"name": name, "namespace": "prod", "labels": labels},
+                "spec": {"template": {"spec": {"domain": {"devices": {"interfaces": [
+                    {"name": "default", "masquerade": {}, "macAddress": "02:aa:bb:cc:dd:ee"}]}}}}}}
+    cluster.add(vm("original", {}))
+    velero = as_user(cluster, tmp_path, VELERO)
+    preview = create(velero, kinds.VM, vm("copy", dict(RESTORED)), dry_run=True)
+    assert "macAddress" not in preview["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][0]
+    assert cluster.get_object("kubevirt.io", "VirtualMachine", "prod", "copy") is None
+    create(velero, kinds.VM, vm("copy", dict(RESTORED)))
+    stored = cluster.get_object("kubevirt.io", "VirtualMachine", "prod", "copy")
+    assert "macAddress" not in stored["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][0]
+
+
+def test_objects_outside_the_restore_context_and_in_kube_system_are_not_sent(cluster, tmp_path) -> None:
+    admin = as_user(cluster, tmp_path, "admin")
+    create(admin, kinds.DATA_VOLUME, data_volume("plain", labels={}))
+    create(admin, kinds.DATA_VOLUME, data_volume("system", "kube-system"))
+    assert annotations(cluster.get_object("cdi.kubevirt.io", "DataVolume", "prod", "plain")) == {}
+    assert annotations(cluster.get_object("cdi.kubevirt.io", "DataVolume", "kube-system", "system")) == {}
+    assert cluster.admission_calls == []
+
+
+def test_an_object_with_both_restore_labels_is_reviewed_once(cluster, tmp_path) -> None:
+    labels = {**RESTORED, rules.RESTORE_LABEL: "r1"}
+    create(as_user(cluster, tmp_path, VELERO), kinds.DATA_VOLUME, data_volume("both", "dr", labels=labels))
+    assert [call.webhook for call in cluster.admission_calls] == ["restore-label.kvbackup.kubevirt.io"]
