@@ -128,15 +128,21 @@ class BundleWriter:
 
 
 def _add_tree(tar: tarfile.TarFile, root: str) -> None:
+    """Directories are archived too, so that extracting keeps them 0700 whatever the umask."""
+    def info_for(full: str) -> tarfile.TarInfo:
+        info = tar.gettarinfo(full, arcname=os.path.relpath(full, root))
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
     for folder, dirs, files in os.walk(root):
         dirs.sort()
+        for name in dirs:
+            tar.addfile(info_for(os.path.join(folder, name)))
         for name in sorted(files):
             full = os.path.join(folder, name)
-            info = tar.gettarinfo(full, arcname=os.path.relpath(full, root))
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
             with open(full, "rb") as f:
-                tar.addfile(info, f)
+                tar.addfile(info_for(full), f)
 
 
 # --- reading and verifying -------------------------------------------------------------------------------------

@@ -100,6 +100,7 @@ class Connection:
     api: k8s_client.ApiClient
     namespace: str
     request_timeout: float | None
+    context: str = ""  # the kubeconfig context used; empty in-cluster
     requests: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -179,7 +180,7 @@ def connect(options: ConnectionOptions) -> Connection:
     try:
         if not existing and os.environ.get("KUBERNETES_SERVICE_HOST"):
             k8s_config.load_incluster_config(client_configuration=configuration)
-            namespace = options.namespace or _in_cluster_namespace()
+            namespace, context_name = options.namespace or _in_cluster_namespace(), ""
         elif not existing:
             raise KubeError("error: no kubeconfig found (looked at --kubeconfig, KUBECONFIG and ~/.kube/config) "
                             "and not running in a cluster: pass --kubeconfig, or use -f to read manifests offline")
@@ -196,7 +197,7 @@ def connect(options: ConnectionOptions) -> Connection:
             namespace = options.namespace or context.get("namespace") or "default"
     except (ConfigException, ValueError, OSError, yaml.YAMLError) as error:
         raise KubeError(f"error: invalid kubeconfig: {error}") from None
-    return Connection(k8s_client.ApiClient(configuration), namespace, options.request_timeout)
+    return Connection(k8s_client.ApiClient(configuration), namespace, options.request_timeout, context_name)
 
 
 def _in_cluster_namespace() -> str:

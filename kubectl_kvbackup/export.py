@@ -17,7 +17,7 @@ from .crypto import ALGORITHM, key_id
 from .freeze import FREEZABLE, FreezeRecord, GuestFreezer, guest_state
 from .graph.walk import Graph
 from .refs import Ref
-from .snapshots import SnapshotRecord, create_snapshots, wait_until_ready
+from .snapshots import SnapshotRecord, create_snapshots, delete_snapshots, wait_until_ready
 
 Obj = dict[str, Any]
 FREEZE_MODES = ("auto", "required", "never")
@@ -153,34 +153,52 @@ def check_required(records: list[FreezeRecord]) -> None:
 
 
 def export(graph: Graph, writer: BundleWriter, options: ExportOptions, source: Obj, connection: Connection | None,
-           progress: Callable[[str], None], stdout: BinaryIO | None = None) -> Obj:
-    """Freeze, snapshot, thaw, wait, write: the frozen window holds only the snapshot creations."""
+           progress: Callable[[str], None], warn: Callable[[str], None], stdout: BinaryIO | None = None) -> Obj:
+    """Freeze, snapshot, thaw, wait, write: the frozen window holds only the snapshot creations.
+
+    Snapshots of an export that fails are deleted; a guest that could not be thawed fails the export after the
+    bundle is written (the bundle is good; the guest needs attention)."""
     vmis = running_vmis(graph)
     pvcs = [ref for ref, obj in graph.objects.items()
             if obj is not None and (ref.group, ref.kind) == (kinds.PVC.group, kinds.PVC.kind)]
     snapshots: list[SnapshotRecord] = []
-    if connection is None:
-        report = freeze_report("never", options, unfrozen_records(vmis, "offline export: no cluster", offline=True), None,
-                               "offline export from manifests: no guest was frozen")
-    elif options.freeze == "never":
-        report = freeze_report("never", options, unfrozen_records(vmis, "--freeze=never"), None)
-        if options.snapshot:
-            snapshots = create_snapshots(connection, pvcs, options.backup_name, options.snapshot_class, options.parallel)
-    else:
-        with GuestFreezer(connection, options.unfreeze_timeout, options.parallel, progress) as freezer:
-            records = freezer.freeze(vmis)
-            if options.freeze == "required":
-                check_required(records)
+    thaw_failures: list[FreezeRecord] = []
+    try:
+        if connection is None:
+            report = freeze_report("never", options, unfrozen_records(vmis, "offline export: no cluster",
+                                                                      offline=True), None,
+                                   "offline export from manifests: no guest was frozen")
+        elif options.freeze == "never":
+            report = freeze_report("never", options, unfrozen_records(vmis, "--freeze=never"), None)
             if options.snapshot:
-                snapshots = create_snapshots(connection, pvcs, options.backup_name, options.snapshot_class, options.parallel)
-                progress(f"created {len(snapshots)} VolumeSnapshot(s)")
-            freezer.thaw()
-        report = freeze_report(options.freeze, options, records, freezer.frozen_window())
-    if snapshots:
-        wait_until_ready(connection, snapshots, options.snapshot_timeout, progress)
-    entries = plan_entries(graph, options)
-    nodes = write_entries(writer, entries)
-    progress(f"wrote {len(writer.files)} files")
-    index = build_index(graph, nodes, options, source, report, snapshots)
-    writer.commit(index, stdout)
+                snapshots = create_snapshots(connection, pvcs, options.backup_name, options.snapshot_class,
+                                             options.parallel)
+        else:
+            if options.freeze == "required":  # fail before freezing anything when the status already says so
+                check_required(unfrozen_records(vmis, ""))
+            with GuestFreezer(connection, options.unfreeze_timeout, options.parallel, progress, warn) as freezer:
+                records = freezer.freeze(vmis)
+                if options.freeze == "required":
+                    check_required(records)
+                if options.snapshot:
+                    snapshots = create_snapshots(connection, pvcs, options.backup_name, options.snapshot_class,
+                                                 options.parallel)
+                    progress(f"created {len(snapshots)} VolumeSnapshot(s)")
+                freezer.thaw()
+            thaw_failures = freezer.thaw_failures()
+            report = freeze_report(options.freeze, options, records, freezer.frozen_window())
+        if snapshots:
+            wait_until_ready(connection, snapshots, options.snapshot_timeout, progress)
+        nodes = write_entries(writer, plan_entries(graph, options))
+        progress(f"wrote {len(writer.files)} files")
+        index = build_index(graph, nodes, options, source, report, snapshots)
+        writer.commit(index, stdout)
+    except BaseException:
+        if snapshots:
+            delete_snapshots(connection, snapshots, warn)
+        raise
+    if thaw_failures:
+        names = ", ".join(f"{r.namespace}/{r.name}" for r in thaw_failures)
+        raise KubeError(f"error: the bundle was written, but {len(thaw_failures)} guest(s) could not be thawed: "
+                        f"{names} (see above)")
     return index

@@ -45,6 +45,21 @@ def terminate_as_exception() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while guests are being thawed: a second Ctrl-C must not cut a thaw short. The signal
+    is delivered, and acted on, once the thaw is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def guest_state(vmi: Obj) -> tuple[str, str]:
     """Whether a VMI's guest can be frozen (``freezable``) or why not, from its status alone."""
     status = vmi.get("status") or {}
@@ -96,11 +111,13 @@ class GuestFreezer:
     """
 
     def __init__(self, connection: Connection, unfreeze_timeout: str = "5m0s", parallel: int = 4,
-                 progress: Callable[[str], None] = lambda message: None):
+                 progress: Callable[[str], None] = lambda message: None,
+                 warn: Callable[[str], None] = lambda message: None):
         self.connection = connection
         self.unfreeze_timeout = unfreeze_timeout
         self.parallel = max(1, parallel)
         self.progress = progress
+        self.warn = warn
         self.records: list[FreezeRecord] = []
         self._attempted: list[FreezeRecord] = []
         self._lock = threading.Lock()
@@ -153,6 +170,10 @@ class GuestFreezer:
 
     def thaw(self) -> None:
         """Thaw every guest a freeze was attempted on (a freeze cut short may still have taken effect)."""
+        with signals_deferred():
+            self._thaw_attempted()
+
+    def _thaw_attempted(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -179,8 +200,12 @@ class GuestFreezer:
             if record.result == "frozen":
                 self.progress(f"thawed {record.namespace}/{record.name}")
             return
-        self.progress(f"warning: could not thaw {record.namespace}/{record.name}: {record.thaw_error}; KubeVirt "
-                      f"thaws it by itself after the unfreeze timeout ({self.unfreeze_timeout})")
+        self.warn(f"error: could not thaw vmi {record.namespace}/{record.name}: {record.thaw_error}; KubeVirt thaws it "
+                  f"by itself after the unfreeze timeout ({self.unfreeze_timeout}), or run: kubectl kvbackup thaw "
+                  f"vmi/{record.name} -n {record.namespace}")
+
+    def thaw_failures(self) -> list[FreezeRecord]:
+        return [r for r in self._attempted if r.thawed_at is None and r.thaw_error]
 
     def frozen_window(self) -> float | None:
         """From the first freeze to the last thaw: how long any guest of the backup was stopped."""

@@ -54,23 +54,43 @@ class SnapshotRecord:
 def create_snapshots(connection: Connection, pvcs: list[Ref], backup_name: str, snapshot_class: str | None,
                      parallel: int = 4) -> list[SnapshotRecord]:
     """Create one VolumeSnapshot per PVC, ``parallel`` at a time; returns as soon as all are created (not ready),
-    so that guests can be thawed."""
-    def create(pvc: Ref) -> SnapshotRecord:
+    so that guests can be thawed. All or nothing: when one fails, those created are deleted again."""
+    def create(pvc: Ref) -> SnapshotRecord | KubeError:
         body = volume_snapshot(pvc, backup_name, snapshot_class)
         try:
             connection.request("POST", collection_path(kinds.VOLUME_SNAPSHOT, kinds.VOLUME_SNAPSHOT.version,
                                                        pvc.namespace), body=body)
         except ApiError as error:
             if error.status == 404:
-                raise KubeError("error: --snapshot needs the CSI snapshot API (snapshot.storage.k8s.io/v1), which "
-                                "this cluster does not serve: install the external-snapshotter CRDs") from None
-            raise
+                return KubeError("error: --snapshot needs the CSI snapshot API (snapshot.storage.k8s.io/v1), which "
+                                 "this cluster does not serve: install the external-snapshotter CRDs")
+            return error
+        except KubeError as error:
+            return error
         return SnapshotRecord(pvc, body["metadata"]["name"], snapshot_class, created_at=time.time())
 
     if not pvcs:
         return []
     with ThreadPoolExecutor(max_workers=min(max(1, parallel), len(pvcs)), thread_name_prefix="snapshot") as pool:
-        return list(pool.map(create, pvcs))
+        results = list(pool.map(create, pvcs))
+    created = [r for r in results if isinstance(r, SnapshotRecord)]
+    errors = [r for r in results if isinstance(r, KubeError)]
+    if errors:
+        delete_snapshots(connection, created)
+        raise errors[0]
+    return created
+
+
+def delete_snapshots(connection: Connection, records: list[SnapshotRecord],
+                     warn: Callable[[str], None] = lambda m: None) -> None:
+    """Best effort: a failed export must not leave snapshots nobody will restore from."""
+    for record in records:
+        try:
+            connection.request("DELETE", object_path(kinds.VOLUME_SNAPSHOT, kinds.VOLUME_SNAPSHOT.version,
+                                                     record.pvc.namespace, record.name))
+        except KubeError as error:
+            warn(f"warning: could not delete VolumeSnapshot {record.pvc.namespace}/{record.name} ({error}): "
+                 f"kubectl delete volumesnapshot -n {record.pvc.namespace} {record.name}")
 
 
 def wait_until_ready(connection: Connection, records: list[SnapshotRecord], timeout: float,

@@ -75,7 +75,7 @@ def test_guests_that_cannot_be_frozen_are_recorded_never_silently(capsys, cluste
     assert code == 0, err
     report = {v["name"]: v for v in read_bundle(str(tmp_path / "b")).index["freeze"]["vmis"]}
     assert report["db"]["result"] == "no-agent" and report["db"]["consistency"] == "crash"
-    assert report["cache"]["result"] == "failed" and "virt-handler failed" in report["cache"]["reason"]
+    assert report["cache"]["result"] == "failed" and "InternalError" in report["cache"]["reason"]
     assert report["paused"]["result"] == "paused"
     assert report["stopped"]["result"] == "not-running"
     assert report["webzq7hx"]["result"] == "no-agent"  # no AgentConnected condition: never asked
@@ -181,7 +181,7 @@ def test_killed_mid_export_thaws_every_guest_and_leaves_no_bundle(cluster, tmp_p
     finally:
         process.kill()
     assert process.returncode == code, err
-    assert "every guest frozen was thawed" in err and "Traceback" not in err
+    assert "no bundle was written" in err and "could not thaw" not in err and "Traceback" not in err
     assert fake.frozen_vmis() == set()
     assert sorted(calls(fake)) == [("cache", "freeze"), ("cache", "unfreeze"), ("db", "freeze"), ("db", "unfreeze")]
     assert os.listdir(tmp_path) == ["kubeconfig"]
@@ -211,3 +211,61 @@ def test_freeze_verb_errors(capsys, cluster):
     assert code == 1 and 'virtualmachineinstances.kubevirt.io "ghost" not found' in err
     code, _, err = run(capsys, "freeze", "vmirs/web", "--kubeconfig", kubeconfig)
     assert code == 2 and "cannot be frozen" in err
+
+
+def test_freeze_required_checks_status_before_freezing_anything(capsys, cluster, tmp_path):
+    fake, kubeconfig = cluster
+    code, _, err = run(capsys, "export", "vmi/db", "vmirs/web", "--freeze=required", "--kubeconfig", kubeconfig,
+                       "--to", str(tmp_path / "b"))
+    assert code == 1 and "demo/webzq7hx: no-agent" in err
+    assert fake.freeze_calls == []
+
+
+def test_a_guest_that_cannot_be_thawed_fails_the_export_loudly(capsys, cluster, tmp_path):
+    fake, kubeconfig = cluster
+    fake.set_freeze_behaviour("demo", "db", unfreeze_outcome="error")
+    code, _, err = run(capsys, "export", "vmi/db", "-q", "--kubeconfig", kubeconfig, "--to", str(tmp_path / "b"))
+    assert code == 1
+    assert "could not thaw vmi demo/db" in err and "kubectl kvbackup thaw vmi/db -n demo" in err
+    assert "the bundle was written" in err and (tmp_path / "b" / "kvbackup.json").exists()
+
+
+def test_snapshots_of_a_failed_export_are_deleted(capsys, cluster, tmp_path):
+    fake, kubeconfig = cluster
+    code, _, err = run(capsys, "export", "vmi/db", "vmi/cache", "--snapshot", "--snapshot-timeout", "1s",
+                       "--kubeconfig", kubeconfig, "--to", str(tmp_path / "b"))
+    assert code == 1
+    assert fake.objects(*SNAPSHOTS) == []
+    assert [r.method for r in fake.requests if "volumesnapshots/" in r.path and r.method == "DELETE"] == ["DELETE"] * 2
+
+
+def test_unfreeze_timeout_below_a_second_is_refused(capsys, cluster, tmp_path):
+    _, kubeconfig = cluster
+    code, _, err = run(capsys, "export", "vmi/db", "--unfreeze-timeout", "500ms", "--kubeconfig", kubeconfig,
+                       "--to", str(tmp_path / "b"))
+    assert code == 2 and "must be at least 1s" in err
+
+
+def test_a_second_interrupt_during_the_thaw_does_not_cut_it_short(cluster, tmp_path):
+    fake, kubeconfig = cluster
+    fake.inject("POST", r"/volumesnapshots$", delay=30)
+    fake.inject("PUT", r"/unfreeze$", delay=1.0)  # slow thaws: the second Ctrl-C lands in the middle
+    process = subprocess.Popen([sys.executable, "-m", "kubectl_kvbackup", "export", "vmi/db", "vmi/cache",
+                                "--snapshot", "--parallel", "1", "--kubeconfig", kubeconfig,
+                                "--to", str(tmp_path / "b")],
+                               cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while len(fake.frozen_vmis()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        while not any(r.path.endswith("/unfreeze") for r in fake.requests) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode in (130, 143), err
+    assert fake.frozen_vmis() == set()
+    assert "Traceback" not in err

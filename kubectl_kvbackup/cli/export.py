@@ -55,6 +55,15 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def parse_unfreeze_timeout(text: str) -> float:
+    """KubeVirt schedules its automatic thaw only for a timeout of whole seconds above zero."""
+    seconds = parse_duration(text)
+    if seconds is None or seconds < 1:
+        raise UsageError(f'error: --unfreeze-timeout "{text}" must be at least 1s: it is KubeVirt\'s safety net '
+                         "that thaws a guest if kvbackup dies")
+    return seconds
+
+
 def go_duration(seconds: float) -> str:
     """``5m0s`` as KubeVirt's unfreezeTimeout expects a Go duration."""
     whole = int(seconds)
@@ -80,9 +89,7 @@ def validate(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     validate(args)
-    unfreeze = parse_duration(args.unfreeze_timeout)
-    if not unfreeze:
-        raise UsageError("error: --unfreeze-timeout must be more than 0")
+    unfreeze = parse_unfreeze_timeout(args.unfreeze_timeout)
     quiet_warn = (lambda m: None) if args.quiet else warn
     key = load_key(args.encrypt_key_file, quiet_warn)
     if key is None and not args.exclude_secrets:
@@ -105,9 +112,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             report_missing(graph)
         connection = source.connection if isinstance(source, ClusterSource) else None
-        origin = ({"offline": False, "server": connection.server, "context": args.context}
+        origin = ({"offline": False, "server": connection.server, "context": connection.context or None}
                   if connection else {"offline": True, "manifests": args.filename})
-        index = export(graph, writer, options, origin, connection, progress,
+        index = export(graph, writer, options, origin, connection, progress, warn,
                        sys.stdout.buffer if args.to == "-" else None)
     if not args.quiet:
         summarize(index, args.to)

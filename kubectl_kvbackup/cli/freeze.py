@@ -12,8 +12,8 @@ from .. import kinds
 from ..cluster import ApiError, KubeError, connect
 from ..freeze import GuestFreezer, subresource_path, terminate_as_exception
 from ..refs import Ref
-from .common import (UsageError, add_connection_flags, connection_options, parse_duration, parse_targets, warn)
-from .export import go_duration
+from .common import UsageError, add_connection_flags, connection_options, parse_targets, warn
+from .export import go_duration, parse_unfreeze_timeout
 
 VMI_TYPES = (kinds.VMI, kinds.VM)
 
@@ -43,9 +43,7 @@ def _vmi_refs(args: argparse.Namespace, namespace: str) -> list[Ref]:
 
 
 def run_freeze(args: argparse.Namespace) -> int:
-    timeout = parse_duration(args.unfreeze_timeout)
-    if not timeout:
-        raise UsageError("error: --unfreeze-timeout must be more than 0")
+    timeout = parse_unfreeze_timeout(args.unfreeze_timeout)
     connection = connect(connection_options(args))
     refs = _vmi_refs(args, connection.namespace)
     vmis = []
@@ -59,7 +57,7 @@ def run_freeze(args: argparse.Namespace) -> int:
                                 "not found (a stopped VM has no VMI to freeze)") from None
             raise
     with terminate_as_exception():
-        freezer = GuestFreezer(connection, go_duration(timeout), args.parallel, warn)
+        freezer = GuestFreezer(connection, go_duration(timeout), args.parallel, warn, warn)
         try:
             records = freezer.freeze(vmis)
         except BaseException:

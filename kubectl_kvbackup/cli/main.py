@@ -16,6 +16,7 @@ from ..selectors import SelectorError
 from . import bundles, export, freeze, graph, webhook
 from .completion import complete
 
+INTERRUPTED = "no bundle was written; guests this command froze were thawed unless an error above says otherwise"
 SUBCOMMANDS = (graph, export, bundles, freeze, webhook)
 
 
@@ -53,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: nothing was written, and every guest frozen was thawed", file=sys.stderr)
+        print(f"interrupted: {INTERRUPTED}", file=sys.stderr)
         return 130
     except Terminated:
-        print("terminated: nothing was written, and every guest frozen was thawed", file=sys.stderr)
+        print(f"terminated: {INTERRUPTED}", file=sys.stderr)
         return 143
     except BrokenPipeError:
         return 0
