@@ -54,9 +54,10 @@ def backup_name_from(timestamp: str) -> str:
 
 
 def apply_ready(obj: Obj, backup_name: str) -> Obj:
-    """The object as ``kubectl apply`` may create it: server-set fields dropped, marked as being restored so the
-    restore-rules webhook applies the remaining rules in the target cluster."""
-    result = rules.sanitize_metadata(obj)
+    """The object as ``kubectl apply`` may create it: server-set fields dropped, owner references set aside (their
+    UIDs are the old cluster's), marked as being restored so the restore-rules webhook applies the remaining rules
+    in the target cluster."""
+    result = rules.set_aside_owner_references(rules.sanitize_metadata(obj))
     labels = result["metadata"].get("labels") or {}
     result["metadata"]["labels"] = {**labels, rules.RESTORE_LABEL: backup_name}
     return result

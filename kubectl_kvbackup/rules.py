@@ -7,6 +7,7 @@ know about the target cluster arrives through ``RestoreContext``.
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from dataclasses import dataclass, field
 from enum import Enum
@@ -25,6 +26,7 @@ RESTORE_MODE_NAMESPACE_LABEL = "kvbackup.kubevirt.io/restore-mode"
 PREPOPULATED_ANNOTATION = "cdi.kubevirt.io/storage.prePopulated"
 POPULATED_FOR_ANNOTATION = "cdi.kubevirt.io/storage.populatedFor"
 CREATED_FOR_DATA_VOLUME_ANNOTATION = "cdi.kubevirt.io/createdForDataVolume"
+OWNER_REFERENCES_ANNOTATION = "kvbackup.kubevirt.io/owner-references"
 RESTRICTED_VMI_LABELS = (
     "kubevirt.io/created-by", "kubevirt.io/migrationJobUID", "kubevirt.io/nodeName",
     "kubevirt.io/migrationTargetNodeName", "kubevirt.io/schedulable", "kubevirt.io/install-strategy",
@@ -62,6 +64,19 @@ def _annotations(obj: Obj) -> dict[str, str]:
     return meta["annotations"]
 
 
+def owner_references(obj: Obj) -> list[Obj]:
+    """The object's ownerReferences, or those an apply-ready bundle set aside in an annotation."""
+    meta = obj.get("metadata") or {}
+    if meta.get("ownerReferences"):
+        return meta["ownerReferences"]
+    stashed = (meta.get("annotations") or {}).get(OWNER_REFERENCES_ANNOTATION)
+    try:
+        owners = json.loads(stashed) if stashed else []
+    except ValueError:
+        return []
+    return [o for o in owners if isinstance(o, dict)] if isinstance(owners, list) else []
+
+
 def _is(obj: Obj, kind: kinds.Kind) -> bool:
     return group_of(obj.get("apiVersion", "")) == kind.group and obj.get("kind") == kind.kind
 
@@ -94,7 +109,7 @@ def mark_prepopulated(dv: Obj) -> Obj:
 def data_volume_owner(pvc: Obj) -> str | None:
     """The DataVolume a PVC belongs to: its ownerReference, or CDI's annotation when a tool stripped owners
     (CDI names the PVC after its DataVolume)."""
-    for owner in (pvc.get("metadata") or {}).get("ownerReferences") or []:
+    for owner in owner_references(pvc):
         if owner.get("kind") == kinds.DATA_VOLUME.kind and group_of(owner.get("apiVersion", "")) == \
                 kinds.DATA_VOLUME.group:
             return owner.get("name")
@@ -182,11 +197,26 @@ def sanitize_metadata(obj: Obj) -> Obj:
     return result
 
 
-def remap_owner_references(obj: Obj, owner_uid: Callable[[Obj, str], str | None]) -> Obj:
-    """An ownerReference with an old UID makes the garbage collector delete the object: re-point or drop it."""
+def set_aside_owner_references(obj: Obj) -> Obj:
+    """For objects restored by a plain ``kubectl apply``: the old owners' UIDs would make the garbage collector
+    delete them, so their ownerReferences move into an annotation that the restore (or the webhook) turns back into
+    references to the owners' new UIDs."""
     result = copy.deepcopy(obj)
     meta = _meta(result)
-    owners = meta.get("ownerReferences")
+    owners = meta.pop("ownerReferences", None)
+    if owners:
+        _annotations(result)[OWNER_REFERENCES_ANNOTATION] = json.dumps(owners, separators=(",", ":"))
+    return result
+
+
+def remap_owner_references(obj: Obj, owner_uid: Callable[[Obj, str], str | None]) -> Obj:
+    """An ownerReference with an old UID makes the garbage collector delete the object: re-point or drop it."""
+    owners = owner_references(obj)
+    result = copy.deepcopy(obj)
+    meta = _meta(result)
+    (meta.get("annotations") or {}).pop(OWNER_REFERENCES_ANNOTATION, None)
+    if meta.get("annotations") == {}:
+        del meta["annotations"]
     if not owners:
         return result
     kept = []
@@ -197,7 +227,7 @@ def remap_owner_references(obj: Obj, owner_uid: Callable[[Obj, str], str | None]
     if kept:
         meta["ownerReferences"] = kept
     else:
-        meta.pop("ownerReferences")
+        meta.pop("ownerReferences", None)
     return result
 
 

@@ -281,3 +281,10 @@ def test_progress_on_a_terminal_and_quiet(tmp_path):
     (tmp_path / "q").mkdir()
     code, text = _export_with_terminal_stderr(tmp_path / "q", "-q")
     assert code == 0 and text == ""
+
+
+def test_resources_never_carry_old_owner_uids(capsys, tmp_path):
+    bundle = export_demo(capsys, tmp_path / "b")
+    dv = resource(bundle, "demo", "cdi.kubevirt.io", "DataVolume", "fedora-root")
+    assert "ownerReferences" not in dv["metadata"]
+    assert json.loads(dv["metadata"]["annotations"][rules.OWNER_REFERENCES_ANNOTATION])[0]["name"] == "fedora"

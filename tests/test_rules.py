@@ -182,3 +182,16 @@ def test_restore_context_and_system_requests():
     assert rules.is_system_request("system:serviceaccount:openshift-cnv:cdi-sa")
     assert not rules.is_system_request("system:serviceaccount:velero:velero")
     assert not rules.is_system_request("kubevirt-controller")
+
+
+def test_owner_references_set_aside_for_apply_and_restored_with_new_uids():
+    source = pvc(ownerReferences=[DV_OWNER])
+    aside = rules.set_aside_owner_references(source)
+    assert "ownerReferences" not in aside["metadata"]
+    assert rules.owner_references(aside) == [DV_OWNER]
+    assert rules.data_volume_owner(aside) == "dv1"
+    restored = rules.restore_object(aside, RestoreContext(owner_uid=lambda owner, ns: "new-dv"))
+    assert restored["metadata"]["ownerReferences"] == [{**DV_OWNER, "uid": "new-dv"}]
+    assert rules.OWNER_REFERENCES_ANNOTATION not in restored["metadata"]["annotations"]
+    orphaned = rules.restore_object(aside, RestoreContext())
+    assert "ownerReferences" not in orphaned["metadata"]
