@@ -100,6 +100,9 @@ class BundleWriter:
     def commit(self, index: dict[str, Any], stdout: BinaryIO | None = None) -> None:
         """Write the index last and make the bundle appear under its final name in one rename."""
         index = {**index, "files": dict(sorted(self.files.items()))}
+        if self.key is not None:
+            index["integrity"] = {"algorithm": crypto.MAC_ALGORITHM, "keyId": crypto.key_id(self.key),
+                                  "mac": crypto.index_mac(self.key, index)}
         full = os.path.join(self.work, INDEX)
         descriptor = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as f:
@@ -223,19 +226,24 @@ class Verification:
     missing: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    #: True: the index's MAC checked out; False: it did not; None: not checked (no MAC, or no key given)
+    authentic: bool | None = None
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.changed or self.unexpected)
+        return not (self.missing or self.changed or self.unexpected) and self.authentic is not False
 
     def problems(self) -> Iterator[str]:
+        if self.authentic is False:
+            yield "index: its MAC does not match: the index was edited, or the key is not the export's"
         yield from (f"missing: {p}" for p in self.missing)
         yield from (f"changed: {p}" for p in self.changed)
         yield from (f"unexpected: {p}" for p in self.unexpected)
 
 
-def verify(bundle: Bundle) -> Verification:
-    """Every file the index lists is there with its checksum, and nothing else is."""
+def verify(bundle: Bundle, key: bytes | None = None) -> Verification:
+    """Every file the index lists is there with its checksum, nothing else is, and — given the key of an encrypted
+    export — the index itself is authentic. Without a MAC, checksums catch corruption, not deliberate edits."""
     expected: dict[str, str] = bundle.index.get("files") or {}
     result = Verification()
     for path, digest in sorted(expected.items()):
@@ -244,13 +252,15 @@ def verify(bundle: Bundle) -> Verification:
         elif sha256(bundle.contents[path]) != digest:
             result.changed.append(path)
     result.unexpected = sorted(p for p in bundle.contents if p != INDEX and p not in expected)
+    if key is not None and bundle.index.get("integrity"):
+        result.authentic = crypto.index_authentic(key, bundle.index)
     return result
 
 
-def open_verified(path: str) -> Bundle:
+def open_verified(path: str, key: bytes | None = None) -> Bundle:
     """A bundle that passed verification, for restore and inspect: a tampered bundle is refused."""
     bundle = read_bundle(path)
-    check = verify(bundle)
+    check = verify(bundle, key)
     if not check.ok:
         raise BundleError(f"error: {path} failed verification ({len(list(check.problems()))} problems): "
                           f"run kubectl kvbackup verify {path}")

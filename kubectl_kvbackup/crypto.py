@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
+import json
 import os
 import stat
 
@@ -79,3 +81,19 @@ def decrypt(key: bytes, blob: bytes, path: str) -> bytes:
         return AESGCM(key).decrypt(nonce, blob[len(MAGIC) + NONCE_BYTES:], path.encode())
     except InvalidTag:
         raise EncryptionError(f"error: cannot decrypt {path}: wrong key or tampered file") from None
+
+
+MAC_ALGORITHM = "HMAC-SHA256"
+
+
+def index_mac(key: bytes, index: dict) -> str:
+    """Authenticates a bundle's index (and through its checksums, every file): without the key, an edited index
+    cannot be made to verify. The index is canonicalised without its own ``integrity`` field."""
+    body = json.dumps({k: v for k, v in index.items() if k != "integrity"}, sort_keys=True, separators=(",", ":"))
+    mac_key = hashlib.sha256(b"kvbackup-index-mac" + key).digest()
+    return hmac.new(mac_key, body.encode(), hashlib.sha256).hexdigest()
+
+
+def index_authentic(key: bytes, index: dict) -> bool:
+    given = (index.get("integrity") or {}).get("mac", "")
+    return hmac.compare_digest(given, index_mac(key, index))

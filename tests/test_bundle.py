@@ -288,3 +288,26 @@ def test_resources_never_carry_old_owner_uids(capsys, tmp_path):
     dv = resource(bundle, "demo", "cdi.kubevirt.io", "DataVolume", "fedora-root")
     assert "ownerReferences" not in dv["metadata"]
     assert json.loads(dv["metadata"]["annotations"][rules.OWNER_REFERENCES_ANNOTATION])[0]["name"] == "fedora"
+
+
+def test_index_is_authenticated_with_the_key(capsys, tmp_path, key_file):
+    export_demo(capsys, tmp_path / "b", "--encrypt-key-file", str(key_file))
+    code, out, _ = run(capsys, "verify", str(tmp_path / "b"), "--encrypt-key-file", str(key_file))
+    assert code == 0 and "index authenticated" in out
+    index_path = tmp_path / "b" / "kvbackup.json"
+    index = json.loads(index_path.read_text())
+    vmi = next(n for n in index["nodes"] if n["kind"] == "VirtualMachineInstance" and n["name"] == "fedora")
+    vmi["restore"] = True  # an edit every checksum still agrees with
+    index_path.write_text(json.dumps(index))
+    code, out, _ = run(capsys, "verify", str(tmp_path / "b"))
+    assert code == 0 and "index not authenticated" in out
+    code, out, _ = run(capsys, "verify", str(tmp_path / "b"), "--encrypt-key-file", str(key_file))
+    assert code == 1 and "index: its MAC does not match" in out
+    code, _, err = run(capsys, "inspect", str(tmp_path / "b"), "--encrypt-key-file", str(key_file))
+    assert code == 1 and "failed verification" in err
+
+
+def test_verify_says_what_checksums_alone_protect(capsys, tmp_path):
+    export_demo(capsys, tmp_path / "b")
+    code, out, _ = run(capsys, "verify", str(tmp_path / "b"))
+    assert code == 0 and "checksums detect corruption, not deliberate edits" in out

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from ..bundle import open_verified, read_bundle, verify
+from ..crypto import load_key
 from ..graph.walk import Graph, GraphEdge
 from ..refs import Ref
 from .common import warn
@@ -18,20 +19,33 @@ def register(subcommands: argparse._SubParsersAction) -> None:
                                    description="Check that every file a bundle's index lists is present and "
                                                "unchanged, and that nothing was added. Exit 0 when valid, 1 if not.")
     check.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar.gz")
+    add_key_flag(check)
     check.set_defaults(run=run_verify)
     show = subcommands.add_parser("inspect", help="show a bundle's graph, restore decisions and freeze report",
                                   description="Show what a verified bundle holds: its object graph with each "
                                               "object's restore decision, the guest freeze report and snapshots.")
     show.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar.gz")
     show.add_argument("-o", "--output", choices=FORMATS, default="tree", help="output format (default: tree)")
+    add_key_flag(show)
     show.set_defaults(run=run_inspect)
+
+
+def add_key_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--encrypt-key-file", metavar="FILE",
+                        help="the export's key (or KVBACKUP_ENCRYPTION_KEY): also checks that the index is authentic")
 
 
 def run_verify(args: argparse.Namespace) -> int:
     bundle = read_bundle(args.bundle)
-    result = verify(bundle)
+    result = verify(bundle, load_key(args.encrypt_key_file, warn))
     if result.ok:
-        print(f"{args.bundle}: valid ({len(bundle.index.get('files') or {})} files verified)")
+        if result.authentic:
+            note = "index authenticated"
+        elif bundle.index.get("integrity"):
+            note = "index not authenticated: pass the export's key to check it"
+        else:
+            note = "no MAC: checksums detect corruption, not deliberate edits (export with a key to authenticate)"
+        print(f"{args.bundle}: valid ({len(bundle.index.get('files') or {})} files verified; {note})")
         return 0
     for problem in result.problems():
         print(problem)
@@ -61,7 +75,7 @@ def decision_note(node: dict[str, Any] | None) -> str:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    index = open_verified(args.bundle).index
+    index = open_verified(args.bundle, load_key(args.encrypt_key_file, warn)).index
     graph = graph_of(index)
     if args.output in ("json", "yaml"):
         data = {**graph.to_dict(), "nodes": index["nodes"], "name": index["name"], "createdAt": index["createdAt"],
