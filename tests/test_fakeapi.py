@@ -210,7 +210,7 @@ def test_freeze_outcomes(fake_api, client, outcome, code, text):
 
 
 def test_freeze_of_missing_vmi_is_not_found(client):
-    assert _put(client, FREEZE.format("ghost", "freeze"), {})[0] == 404
+    assert _put(client, FREEZE.format("ghost", "freeze"), {"unfreezeTimeout": "5m0s"})[0] == 404
 
 
 # --- admission call-outs ---

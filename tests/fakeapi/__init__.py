@@ -1,6 +1,10 @@
 """A fake Kubernetes API server on loopback, for tests and benchmarks: use it through the real client."""
 
-from .server import ADMIN, ApiStatus, FakeKubeAPI, FreezeCall, Request
+from .admission import Call as AdmissionCall
+from .kubevirt import FreezeCall
+from .server import ADMIN, FakeKubeAPI, Request
+from .status import ApiStatus
 from .types import DEFAULT_TYPES, ResourceType
 
-__all__ = ["ADMIN", "ApiStatus", "DEFAULT_TYPES", "FakeKubeAPI", "FreezeCall", "Request", "ResourceType"]
+__all__ = ["ADMIN", "AdmissionCall", "ApiStatus", "DEFAULT_TYPES", "FakeKubeAPI", "FreezeCall", "Request",
+           "ResourceType"]

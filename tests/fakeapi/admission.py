@@ -1,4 +1,4 @@
-"""Mutating admission call-outs, as kube-apiserver makes them to registered MutatingWebhookConfigurations."""
+"""Mutating admission call-outs, as kube-apiserver makes them to the stored MutatingWebhookConfigurations."""
 
 from __future__ import annotations
 
@@ -6,19 +6,19 @@ import base64
 import copy
 import json
 import ssl
+import threading
 import uuid
 from dataclasses import dataclass
 from http.client import HTTPSConnection
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from kubectl_kvbackup.selectors import selector_from_label_selector
+from kubectl_kvbackup.selectors import SelectorError, selector_from_label_selector
 
 from . import jsonpatch
-
-if TYPE_CHECKING:
-    from .server import FakeKubeAPI
-    from .types import ResourceType
+from .status import ApiStatus, bad_request, internal_error
+from .storage import Admit, Store
+from .types import ResourceType
 
 Obj = dict[str, Any]
 
@@ -32,110 +32,175 @@ class Call:
     name: str
     user: str
     review: Obj
-    response: Obj | None
+    response: Obj | None  # the AdmissionReview's response, None when the call failed
     error: str | None
 
 
-def _matches_rule(rule: Obj, rt: "ResourceType", operation: str) -> bool:
+class _CallFailed(Exception):
+    pass
+
+
+def _rule_matches(rule: Obj, rt: ResourceType, operation: str, sub: str | None) -> bool:
     def has(values: list[str] | None, value: str) -> bool:
         return bool(values) and ("*" in values or value in values)
 
-    scope = rule.get("scope", "*")
-    scope_ok = scope == "*" or (scope == "Namespaced") == rt.namespaced
+    def resource_matches(pattern: str) -> bool:  # "*" is every resource, "x/*" x and its subresources
+        resource, _, subresource = pattern.partition("/")
+        return resource in ("*", rt.plural) and subresource in ("*", sub or "")
+
+    scope = rule.get("scope") or "*"
     return (has(rule.get("operations"), operation) and has(rule.get("apiGroups"), rt.group)
-            and has(rule.get("apiVersions"), rt.version) and has(rule.get("resources"), rt.plural) and scope_ok)
+            and has(rule.get("apiVersions"), rt.version)
+            and any(resource_matches(p) for p in rule.get("resources") or ())
+            and (scope == "*" or (scope == "Namespaced") == rt.namespaced))
 
 
-def _selected(webhook: Obj, api: "FakeKubeAPI", obj: Obj, rt: "ResourceType") -> bool:
-    if not any(_matches_rule(rule, rt, "CREATE") for rule in webhook.get("rules") or []):
-        return False
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    if not selector_from_label_selector(webhook.get("objectSelector") or {}).matches(labels):
-        return False
-    if rt.namespaced and webhook.get("namespaceSelector"):
-        namespace = api.get_object("", "Namespace", "", obj["metadata"].get("namespace", ""))
-        ns_labels = dict(((namespace or {}).get("metadata") or {}).get("labels") or {})
-        ns_labels.setdefault("kubernetes.io/metadata.name", obj["metadata"].get("namespace", ""))
-        if not selector_from_label_selector(webhook["namespaceSelector"]).matches(ns_labels):
+class Admission:
+    def __init__(self, store: Store):
+        self._store = store
+        self._lock = threading.Lock()
+        self._calls: list[Call] = []
+
+    @property
+    def calls(self) -> list[Call]:
+        with self._lock:
+            return list(self._calls)
+
+    def admitter(self, rt: ResourceType, user: str, dry_run: bool) -> Admit:
+        return lambda operation, obj, old, sub: self.admit(rt, operation, obj, old, sub, user, dry_run)
+
+    def admit(self, rt: ResourceType, operation: str, obj: Obj, old: Obj | None, sub: str | None, user: str,
+              dry_run: bool) -> Obj:
+        """Run every matching webhook, configurations in name order; return the object as they leave it."""
+        if rt.group == "admissionregistration.k8s.io":
+            return obj  # kube never sends webhook configurations to webhooks, so none can lock a cluster out
+        configurations = self._store.objects(self._store.registry.named("admissionregistration.k8s.io",
+                                                                        "MutatingWebhookConfiguration"))
+        for configuration in sorted(configurations, key=lambda c: c["metadata"]["name"]):
+            for webhook in configuration.get("webhooks") or []:
+                if self._selected(webhook, rt, operation, obj, old, sub):
+                    obj = self._call(webhook, rt, operation, obj, old, sub, user, dry_run)
+        return obj
+
+    def _selected(self, webhook: Obj, rt: ResourceType, operation: str, obj: Obj, old: Obj | None,
+                  sub: str | None) -> bool:
+        if not any(_rule_matches(rule, rt, operation, sub) for rule in webhook.get("rules") or []):
             return False
-    return True
+        try:
+            objects = selector_from_label_selector(webhook.get("objectSelector") or {})
+            namespaces = selector_from_label_selector(webhook.get("namespaceSelector") or {})
+        except SelectorError as error:
+            raise internal_error(f'webhook "{webhook.get("name")}" has an invalid selector: {error}') from None
+        # on UPDATE the object selector matches if the old or the new object matches
+        if not any(objects.matches(_labels(o)) for o in (obj, old) if o is not None):
+            return False
+        if rt.kind == "Namespace" and rt.group == "":
+            return namespaces.matches(_labels(obj))  # a namespace is matched on its own labels
+        if not rt.namespaced:
+            return True
+        name = obj["metadata"].get("namespace", "")
+        namespace_type = self._store.registry.named("", "Namespace")
+        namespace = self._store.stored(namespace_type, "", name) if namespace_type else None
+        return namespaces.matches({**_labels(namespace or {}), "kubernetes.io/metadata.name": name})
 
+    def _call(self, webhook: Obj, rt: ResourceType, operation: str, obj: Obj, old: Obj | None, sub: str | None,
+              user: str, dry_run: bool) -> Obj:
+        name = webhook.get("name", "")
+        if dry_run and webhook.get("sideEffects") not in ("None", "NoneOnDryRun"):
+            raise bad_request(f'admission webhook "{name}" does not support dry run')
+        meta = obj.get("metadata") or {}
+        gvk = {"group": rt.group, "version": rt.version, "kind": rt.kind}
+        gvr = {"group": rt.group, "version": rt.version, "resource": rt.plural}
+        groups = ["system:serviceaccounts", f"system:serviceaccounts:{user.split(':')[2]}"] \
+            if user.startswith("system:serviceaccount:") else []
+        request: Obj = {
+            "uid": str(uuid.uuid4()), "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
+            "name": meta.get("name", ""), "namespace": meta.get("namespace", ""), "operation": operation,
+            "userInfo": {"username": user, "groups": groups + ["system:authenticated"]},
+            "object": copy.deepcopy(obj), "oldObject": copy.deepcopy(old), "dryRun": dry_run,
+            "options": {"kind": "CreateOptions" if operation == "CREATE" else "UpdateOptions",
+                        "apiVersion": "meta.k8s.io/v1"},
+        }
+        if sub:
+            request["subResource"] = request["requestSubResource"] = sub
+        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+        try:
+            response = self._post(webhook, review)
+        except _CallFailed as error:
+            self._record(Call(name, operation, rt.kind, request["namespace"], request["name"], user, review, None,
+                              str(error)))
+            if webhook.get("failurePolicy", "Fail") == "Ignore":
+                return obj
+            raise internal_error(f'failed calling webhook "{name}": {error}') from None
+        self._record(Call(name, operation, rt.kind, request["namespace"], request["name"], user, review, response,
+                          None))
+        if not response.get("allowed"):
+            raise _denial(name, response.get("status") or {})
+        if not response.get("patch"):
+            return obj
+        if response.get("patchType") != "JSONPatch":
+            raise internal_error(f'webhook "{name}" returned an unsupported patchType '
+                                 f'{response.get("patchType")!r}')
+        try:
+            return jsonpatch.apply(obj, json.loads(base64.b64decode(response["patch"])))
+        except (jsonpatch.PatchError, ValueError) as error:
+            raise internal_error(f'webhook "{name}" returned an invalid patch: {error}') from None
 
-def _post(url: str, ca_bundle: str | None, review: Obj, timeout: float) -> Obj:
-    parts = urlsplit(url)
-    if parts.scheme == "https":
-        context = ssl.create_default_context()
-        if ca_bundle:
-            context.load_verify_locations(cadata=base64.b64decode(ca_bundle).decode())
-        connection = HTTPSConnection(parts.hostname, parts.port or 443, timeout=timeout,
-                                                     context=context)
-    else:
-        raise ValueError("webhook URLs must use https")
-    try:
-        body = json.dumps(review).encode()
-        connection.request("POST", parts.path or "/", body=body, headers={"Content-Type": "application/json"})
-        response = connection.getresponse()
-        data = response.read()
-        if response.status != 200:
-            raise ValueError(f"the server responded with status {response.status}: {data[:200]!r}")
-        return json.loads(data)
-    finally:
-        connection.close()
+    def _record(self, call: Call) -> None:
+        with self._lock:
+            self._calls.append(call)
 
-
-def admit(api: "FakeKubeAPI", rt: "ResourceType", operation: str, obj: Obj, old: Obj | None, user: str,
-          dry_run: bool) -> Obj:
-    """Run every matching mutating webhook in name order; return the admitted (possibly patched) object."""
-    from .server import ApiStatus  # the server module imports this one
-
-    configurations = api.objects("admissionregistration.k8s.io", "MutatingWebhookConfiguration")
-    for configuration in sorted(configurations, key=lambda c: c["metadata"]["name"]):
-        for webhook in configuration.get("webhooks") or []:
-            if not _selected(webhook, api, obj, rt):
-                continue
-            meta = obj.get("metadata") or {}
-            groups = ["system:authenticated"] + (["system:serviceaccounts"] if user.startswith(
-                "system:serviceaccount:") else [])
-            request = {
-                "uid": str(uuid.uuid4()),
-                "kind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
-                "resource": {"group": rt.group, "version": rt.version, "resource": rt.plural},
-                "requestKind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
-                "requestResource": {"group": rt.group, "version": rt.version, "resource": rt.plural},
-                "name": meta.get("name", ""), "namespace": meta.get("namespace", ""), "operation": operation,
-                "userInfo": {"username": user, "groups": groups}, "object": copy.deepcopy(obj),
-                "oldObject": old, "dryRun": dry_run,
-                "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"},
-            }
-            review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
-            config = webhook.get("clientConfig") or {}
-            name = webhook.get("name", "")
+    @staticmethod
+    def _post(webhook: Obj, review: Obj) -> Obj:
+        config = webhook.get("clientConfig") or {}
+        timeout = int(webhook.get("timeoutSeconds") or 10)
+        url = config.get("url")
+        if not url:
+            raise _CallFailed("the fake API server calls webhooks by clientConfig.url only, not by service")
+        target = f'{url}{"&" if "?" in url else "?"}timeout={timeout}s'
+        parts = urlsplit(url)
+        try:
+            context = ssl.create_default_context()
+            if config.get("caBundle"):
+                context.load_verify_locations(cadata=base64.b64decode(config["caBundle"]).decode())
+            connection = HTTPSConnection(parts.hostname or "", parts.port or 443, timeout=timeout, context=context)
             try:
-                answer = _post(config.get("url", ""), config.get("caBundle"), review,
-                               float(webhook.get("timeoutSeconds") or 10))
-                response = answer.get("response") or {}
-                if answer.get("apiVersion") != "admission.k8s.io/v1" or response.get("uid") != request["uid"]:
-                    raise ValueError("the webhook answered with a different AdmissionReview version or uid")
-            except (OSError, ValueError, ssl.SSLError) as error:
-                api.admission_calls.append(Call(name, operation, rt.kind, meta.get("namespace", ""),
-                                                meta.get("name", ""), user, review, None, str(error)))
-                if webhook.get("failurePolicy", "Fail") == "Ignore":
-                    continue
-                raise ApiStatus(500, "InternalError", f'Internal error occurred: failed calling webhook "{name}": '
-                                                      f"{error}") from None
-            api.admission_calls.append(Call(name, operation, rt.kind, meta.get("namespace", ""),
-                                            meta.get("name", ""), user, review, response, None))
-            if not response.get("allowed"):
-                status = response.get("status") or {}
-                raise ApiStatus(int(status.get("code") or 403), status.get("reason") or "Forbidden",
-                                f'admission webhook "{name}" denied the request: {status.get("message", "")}')
-            if response.get("patch"):
-                if response.get("patchType") != "JSONPatch":
-                    raise ApiStatus(500, "InternalError", f'Internal error occurred: webhook "{name}" returned an '
-                                                          "unsupported patchType")
-                try:
-                    obj = jsonpatch.apply(obj, json.loads(base64.b64decode(response["patch"])))
-                except (jsonpatch.PatchError, ValueError) as error:
-                    raise ApiStatus(500, "InternalError", f'Internal error occurred: webhook "{name}" returned an '
-                                                          f"invalid patch: {error}") from None
-    return obj
+                connection.request("POST", target[len(f"{parts.scheme}://{parts.netloc}"):] or "/",
+                                   body=json.dumps(review).encode(), headers={"Content-Type": "application/json"})
+                reply = connection.getresponse()
+                data = reply.read()
+            finally:
+                connection.close()
+        except (OSError, ValueError) as error:  # refused, timed out, untrusted certificate, bad caBundle
+            raise _CallFailed(f'failed to call webhook: Post "{target}": {error}') from None
+        if reply.status != 200:
+            raise _CallFailed(f"received invalid webhook response: the server responded with status "
+                              f"{reply.status}: {data[:200]!r}")
+        try:
+            answer = json.loads(data)
+        except ValueError as error:
+            raise _CallFailed(f"received invalid webhook response: {error}") from None
+        if not isinstance(answer, dict) or not isinstance(answer.get("response"), dict) or \
+                (answer.get("apiVersion"), answer.get("kind")) != ("admission.k8s.io/v1", "AdmissionReview"):
+            raise _CallFailed("received invalid webhook response: expected an admission.k8s.io/v1 AdmissionReview")
+        response = answer["response"]
+        if response.get("uid") != review["request"]["uid"]:
+            raise _CallFailed(f'expected response.uid="{review["request"]["uid"]}", got "{response.get("uid")}"')
+        return response
+
+
+def _labels(obj: Obj) -> dict[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def _denial(name: str, status: Obj) -> ApiStatus:
+    """kube-apiserver's wording and codes for a webhook's refusal (its ToStatusErr)."""
+    denied = f'admission webhook "{name}" denied the request'
+    if status.get("message"):
+        message = f"{denied}: {status['message']}"
+    elif status.get("reason"):
+        message = f"{denied}: {status['reason']}"
+    else:
+        message = f"{denied} without explanation"
+    code = int(status.get("code") or 0)
+    return ApiStatus(code if code >= 400 else 400, status.get("reason") or "", message, status.get("details"))

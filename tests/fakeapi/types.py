@@ -1,8 +1,12 @@
-"""The resource types the fake API server serves, as discovery shows them."""
+"""The resource types the fake API server serves, as discovery shows them, and the registry tests can change."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+Obj = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -13,9 +17,10 @@ class ResourceType:
     plural: str
     namespaced: bool = True
     short_names: tuple[str, ...] = ()
-    subresources: tuple[str, ...] = ("status",)
+    # "status" makes the main resource ignore status writes and the subresource ignore everything else
+    subresources: tuple[str, ...] = ()
     builtin: bool = False  # built-in kinds accept strategic-merge patches; custom resources do not
-    verbs: tuple[str, ...] = field(default=("create", "delete", "get", "list", "patch", "update", "watch"))
+    verbs: tuple[str, ...] = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
     @property
     def group_version(self) -> str:
@@ -26,64 +31,133 @@ class ResourceType:
         """``plural.group``, as kube-apiserver names a resource in messages."""
         return f"{self.plural}.{self.group}" if self.group else self.plural
 
+    @property
+    def has_status(self) -> bool:
+        return "status" in self.subresources
 
-def _core(kind: str, plural: str, namespaced: bool = True, short: tuple[str, ...] = ()) -> ResourceType:
-    return ResourceType("", "v1", kind, plural, namespaced, short, builtin=True)
+
+def _core(kind: str, plural: str, namespaced: bool = True, short: tuple[str, ...] = (),
+          sub: tuple[str, ...] = ()) -> ResourceType:
+    return ResourceType("", "v1", kind, plural, namespaced, short, sub, builtin=True)
 
 
-def _builtin(group: str, version: str, kind: str, plural: str, namespaced: bool = True,
-             short: tuple[str, ...] = ()) -> ResourceType:
-    return ResourceType(group, version, kind, plural, namespaced, short, builtin=True)
+def _builtin(group: str, kind: str, plural: str, namespaced: bool = True, short: tuple[str, ...] = (),
+             sub: tuple[str, ...] = ()) -> ResourceType:
+    return ResourceType(group, "v1", kind, plural, namespaced, short, sub, builtin=True)
 
+
+def _kubevirt(group: str, version: str, kind: str, plural: str, short: tuple[str, ...], namespaced: bool = True,
+              sub: tuple[str, ...] = ("status",)) -> ResourceType:
+    return ResourceType(group, version, kind, plural, namespaced, short, sub)
+
+
+STATUS = ("status",)
+RBAC = "rbac.authorization.k8s.io"
+INSTANCETYPE = "instancetype.kubevirt.io"
 
 DEFAULT_TYPES: tuple[ResourceType, ...] = (
-    _core("Namespace", "namespaces", False, ("ns",)),
-    _core("Pod", "pods", short=("po",)),
-    _core("PersistentVolumeClaim", "persistentvolumeclaims", short=("pvc",)),
-    _core("PersistentVolume", "persistentvolumes", False, ("pv",)),
+    _core("Namespace", "namespaces", False, ("ns",), ("finalize", "status")),
+    _core("Pod", "pods", short=("po",), sub=("binding", "eviction", "log", "status")),
+    _core("PersistentVolumeClaim", "persistentvolumeclaims", short=("pvc",), sub=STATUS),
+    _core("PersistentVolume", "persistentvolumes", False, ("pv",), STATUS),
     _core("ConfigMap", "configmaps", short=("cm",)),
     _core("Secret", "secrets"),
-    _core("ServiceAccount", "serviceaccounts", short=("sa",)),
-    _core("Service", "services", short=("svc",)),
+    _core("ServiceAccount", "serviceaccounts", short=("sa",), sub=("token",)),
+    _core("Service", "services", short=("svc",), sub=STATUS),
     _core("Event", "events", short=("ev",)),
-    _builtin("apps", "v1", "ControllerRevision", "controllerrevisions"),
-    _builtin("apps", "v1", "Deployment", "deployments", short=("deploy",)),
-    _builtin("rbac.authorization.k8s.io", "v1", "Role", "roles"),
-    _builtin("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
-    _builtin("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
-    _builtin("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False),
-    _builtin("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration",
-             "mutatingwebhookconfigurations", False),
-    _builtin("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", short=("pdb",)),
-    _builtin("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", False,
-             ("crd", "crds")),
-    ResourceType("kubevirt.io", "v1", "VirtualMachine", "virtualmachines", short_names=("vm", "vms")),
-    ResourceType("kubevirt.io", "v1", "VirtualMachineInstance", "virtualmachineinstances",
-                 short_names=("vmi", "vmis")),
-    ResourceType("kubevirt.io", "v1", "VirtualMachineInstanceReplicaSet", "virtualmachineinstancereplicasets",
-                 short_names=("vmirs", "vmirss")),
-    ResourceType("kubevirt.io", "v1", "VirtualMachineInstanceMigration", "virtualmachineinstancemigrations",
-                 short_names=("vmim",)),
-    ResourceType("pool.kubevirt.io", "v1alpha1", "VirtualMachinePool", "virtualmachinepools",
-                 short_names=("vmpool", "vmpools")),
-    ResourceType("instancetype.kubevirt.io", "v1beta1", "VirtualMachineInstancetype",
-                 "virtualmachineinstancetypes", short_names=("vminstancetype", "vmf")),
-    ResourceType("instancetype.kubevirt.io", "v1beta1", "VirtualMachineClusterInstancetype",
-                 "virtualmachineclusterinstancetypes", False, ("vmclusterinstancetype", "vmcf")),
-    ResourceType("instancetype.kubevirt.io", "v1beta1", "VirtualMachinePreference", "virtualmachinepreferences",
-                 short_names=("vmpref", "vmp")),
-    ResourceType("instancetype.kubevirt.io", "v1beta1", "VirtualMachineClusterPreference",
-                 "virtualmachineclusterpreferences", False, ("vmcpref", "vmcp")),
-    ResourceType("cdi.kubevirt.io", "v1beta1", "DataVolume", "datavolumes", short_names=("dv", "dvs")),
-    ResourceType("cdi.kubevirt.io", "v1beta1", "DataSource", "datasources", short_names=("das",)),
-    ResourceType("snapshot.storage.k8s.io", "v1", "VolumeSnapshot", "volumesnapshots", short_names=("vs",)),
-    ResourceType("snapshot.storage.k8s.io", "v1", "VolumeSnapshotClass", "volumesnapshotclasses", False,
-                 ("vsclass",)),
-    ResourceType("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition", "network-attachment-definitions",
-                 short_names=("net-attach-def",), subresources=()),
+    _builtin("apps", "ControllerRevision", "controllerrevisions"),
+    _builtin("apps", "Deployment", "deployments", short=("deploy",), sub=("scale", "status")),
+    _builtin(RBAC, "Role", "roles"),
+    _builtin(RBAC, "RoleBinding", "rolebindings"),
+    _builtin(RBAC, "ClusterRole", "clusterroles", False),
+    _builtin(RBAC, "ClusterRoleBinding", "clusterrolebindings", False),
+    _builtin("admissionregistration.k8s.io", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", False),
+    _builtin("policy", "PodDisruptionBudget", "poddisruptionbudgets", short=("pdb",), sub=STATUS),
+    _builtin("apiextensions.k8s.io", "CustomResourceDefinition", "customresourcedefinitions", False,
+             ("crd", "crds"), STATUS),
+    _kubevirt("kubevirt.io", "v1", "VirtualMachine", "virtualmachines", ("vm", "vms")),
+    # KubeVirt's VMI CRD has no status subresource: virt-handler writes status through the main resource
+    _kubevirt("kubevirt.io", "v1", "VirtualMachineInstance", "virtualmachineinstances", ("vmi", "vmis"), sub=()),
+    _kubevirt("kubevirt.io", "v1", "VirtualMachineInstanceReplicaSet", "virtualmachineinstancereplicasets",
+              ("vmirs", "vmirss"), sub=("scale", "status")),
+    _kubevirt("kubevirt.io", "v1", "VirtualMachineInstanceMigration", "virtualmachineinstancemigrations",
+              ("vmim", "vmims")),
+    _kubevirt("pool.kubevirt.io", "v1alpha1", "VirtualMachinePool", "virtualmachinepools", ("vmpool", "vmpools"),
+              sub=("scale", "status")),
+    _kubevirt(INSTANCETYPE, "v1beta1", "VirtualMachineInstancetype", "virtualmachineinstancetypes",
+              ("vminstancetype", "vminstancetypes", "vmf", "vmfs"), sub=()),
+    _kubevirt(INSTANCETYPE, "v1beta1", "VirtualMachineClusterInstancetype", "virtualmachineclusterinstancetypes",
+              ("vmclusterinstancetype", "vmclusterinstancetypes", "vmcf", "vmcfs"), False, ()),
+    _kubevirt(INSTANCETYPE, "v1beta1", "VirtualMachinePreference", "virtualmachinepreferences",
+              ("vmpref", "vmprefs", "vmp", "vmps"), sub=()),
+    _kubevirt(INSTANCETYPE, "v1beta1", "VirtualMachineClusterPreference", "virtualmachineclusterpreferences",
+              ("vmcpref", "vmcprefs", "vmcp", "vmcps"), False, ()),
+    _kubevirt("cdi.kubevirt.io", "v1beta1", "DataVolume", "datavolumes", ("dv", "dvs")),
+    _kubevirt("cdi.kubevirt.io", "v1beta1", "DataSource", "datasources", ("das",)),
+    _kubevirt("snapshot.storage.k8s.io", "v1", "VolumeSnapshot", "volumesnapshots", ("vs",)),
+    _kubevirt("snapshot.storage.k8s.io", "v1", "VolumeSnapshotClass", "volumesnapshotclasses", ("vsclass", "vsclasses"),
+              False, ()),
+    _kubevirt("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition", "network-attachment-definitions",
+              ("net-attach-def",), sub=()),
 )
 
 #: KubeVirt's aggregated API: only subresources of VMIs, no storage of its own.
 SUBRESOURCE_GROUP = "subresources.kubevirt.io"
 SUBRESOURCE_VERSION = "v1"
 VMI_SUBRESOURCES = ("freeze", "unfreeze")
+
+
+class Registry:
+    """Which types exist (to store objects) and which the server serves (tests hide groups to mimic clusters)."""
+
+    def __init__(self, types: Iterable[ResourceType]):
+        self._lock = threading.Lock()
+        self._types: dict[tuple[str, str], ResourceType] = {}
+        self._hidden: set[str] = set()
+        for rt in types:
+            self.register(rt)
+
+    def register(self, rt: ResourceType) -> None:
+        with self._lock:
+            self._types[(rt.group, rt.kind)] = rt
+            self._hidden.discard(rt.group)
+
+    def remove_group(self, group: str) -> None:
+        with self._lock:
+            self._hidden.add(group)
+
+    def all(self) -> list[ResourceType]:
+        with self._lock:
+            return list(self._types.values())
+
+    def served(self) -> list[ResourceType]:
+        with self._lock:
+            return [rt for rt in self._types.values() if rt.group not in self._hidden]
+
+    def serves_group(self, group: str) -> bool:
+        if group == SUBRESOURCE_GROUP:
+            vmi = self.named("kubevirt.io", "VirtualMachineInstance")
+            with self._lock:
+                return vmi is not None and not {group, "kubevirt.io"} & self._hidden
+        return any(rt.group == group for rt in self.served())
+
+    def by_plural(self, group: str, version: str, plural: str) -> ResourceType | None:
+        for rt in self.served():
+            if (rt.group, rt.version, rt.plural) == (group, version, plural):
+                return rt
+        return None
+
+    def named(self, group: str, kind_or_plural: str) -> ResourceType | None:
+        """The type of ``group`` whose kind, plural or singular is ``kind_or_plural`` (served or not)."""
+        wanted = kind_or_plural.lower()
+        for rt in self.all():
+            if rt.group == group and wanted in (rt.kind.lower(), rt.plural):
+                return rt
+        return None
+
+    def of_object(self, obj: Obj) -> ResourceType:
+        api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
+        rt = self.named(api_version.rpartition("/")[0], kind)
+        if rt is None or rt.kind != kind:
+            raise ValueError(f"the fake API server does not know {api_version} {kind}")
+        return rt
