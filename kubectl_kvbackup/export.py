@@ -189,7 +189,7 @@ def export(graph: Graph, writer: BundleWriter, options: ExportOptions, source: O
             thaw_failures = freezer.thaw_failures()
             report = freeze_report(options.freeze, options, records, freezer.frozen_window())
         if snapshots:
-            wait_until_ready(connection, snapshots, options.snapshot_timeout, progress)
+            wait_until_ready(connection, snapshots, options.backup_name, options.snapshot_timeout, progress)
         nodes = write_entries(writer, plan_entries(graph, options))
         progress(f"wrote {len(writer.files)} files")
         index = build_index(graph, nodes, options, source, report, snapshots)

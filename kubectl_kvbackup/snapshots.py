@@ -93,26 +93,29 @@ def delete_snapshots(connection: Connection, records: list[SnapshotRecord],
                  f"kubectl delete volumesnapshot -n {record.pvc.namespace} {record.name}")
 
 
-def wait_until_ready(connection: Connection, records: list[SnapshotRecord], timeout: float,
+def wait_until_ready(connection: Connection, records: list[SnapshotRecord], backup_name: str, timeout: float,
                      progress: Callable[[str], None] = lambda m: None, poll: float = 1.0) -> None:
-    """Poll every snapshot until ``status.readyToUse``; a snapshot in error or still unready at the deadline
-    fails the export."""
+    """Poll until every snapshot reports ``status.readyToUse`` — one labelled LIST per namespace and round, not
+    one GET per snapshot. A snapshot in error, or still unready at the deadline, fails the export."""
     deadline = time.monotonic() + timeout
-    waiting = list(records)
+    waiting = {(r.pvc.namespace, r.name): r for r in records}
     while waiting:
-        for record in list(waiting):
-            snapshot = connection.request("GET", object_path(kinds.VOLUME_SNAPSHOT, kinds.VOLUME_SNAPSHOT.version,
-                                                             record.pvc.namespace, record.name))
-            status = snapshot.get("status") or {}
-            if (status.get("error") or {}).get("message"):
-                record.error = status["error"]["message"]
-                raise KubeError(f"error: VolumeSnapshot {record.pvc.namespace}/{record.name} failed: {record.error}")
-            if status.get("readyToUse"):
-                record.ready_at, record.restore_size = time.time(), status.get("restoreSize")
-                waiting.remove(record)
-                progress(f"snapshot {record.pvc.namespace}/{record.name} ready")
+        for namespace in sorted({ns for ns, _ in waiting}):
+            path = collection_path(kinds.VOLUME_SNAPSHOT, kinds.VOLUME_SNAPSHOT.version, namespace)
+            for snapshot in connection.list_pages(path, f"{BACKUP_LABEL}={backup_name}"):
+                record = waiting.get((namespace, (snapshot.get("metadata") or {}).get("name")))
+                status = snapshot.get("status") or {}
+                if record is None:
+                    continue
+                if (status.get("error") or {}).get("message"):
+                    record.error = status["error"]["message"]
+                    raise KubeError(f"error: VolumeSnapshot {namespace}/{record.name} failed: {record.error}")
+                if status.get("readyToUse"):
+                    record.ready_at, record.restore_size = time.time(), status.get("restoreSize")
+                    del waiting[(namespace, record.name)]
+                    progress(f"snapshot {namespace}/{record.name} ready")
         if waiting and time.monotonic() >= deadline:
-            names = ", ".join(f"{r.pvc.namespace}/{r.name}" for r in waiting)
+            names = ", ".join(f"{ns}/{name}" for ns, name in sorted(waiting))
             raise KubeError(f"error: VolumeSnapshots not ready after {timeout:.0f}s: {names}: check the CSI driver, "
                             "or raise --snapshot-timeout")
         if waiting:

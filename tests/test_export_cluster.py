@@ -153,6 +153,9 @@ def test_snapshots_are_created_while_frozen_and_awaited_after_thaw(capsys, clust
                                                     "volumeSnapshotClassName": "csi-snap"}
     recorded = read_bundle(str(tmp_path / "b")).index["snapshots"]
     assert {s["name"] for s in recorded if s["readyToUse"]} == set(snapshots)
+    polls = [r for r in fake.requests if r.method == "GET" and "volumesnapshots" in r.path]
+    assert polls and all(r.path.endswith("/volumesnapshots") for r in polls)  # labelled LISTs, no GET per snapshot
+    assert all(r.query.get("labelSelector") == "kvbackup.kubevirt.io/backup=nightly" for r in polls)
 
 
 def test_snapshot_timeout_fails_the_export(capsys, cluster, tmp_path):
