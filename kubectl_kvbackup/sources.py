@@ -54,6 +54,9 @@ def _manifest_files(path: str) -> Iterator[str]:
         raise ManifestError(f'error: the path "{path}" does not exist')
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it: about 10x faster
+
+
 def _documents(path: str) -> Iterator[tuple[int, Any]]:
     try:
         text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
@@ -64,7 +67,7 @@ def _documents(path: str) -> Iterator[tuple[int, Any]]:
         if path.endswith(".json") or text.lstrip().startswith(("{", "[")):
             yield 1, json.loads(text)
             return
-        for document in yaml.safe_load_all(text):
+        for document in yaml.load_all(text, Loader=_LOADER):
             loaded += 1
             yield loaded, document
     except ValueError as error:  # JSON
