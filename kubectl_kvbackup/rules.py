@@ -304,7 +304,8 @@ def restore_object(obj: Obj, ctx: RestoreContext) -> Obj:
     result = remap_owner_references(obj, ctx.owner_uid)
     if _is(result, kinds.DATA_VOLUME):
         name, namespace = _meta(result).get("name", ""), _meta(result).get("namespace", "")
-        if data_volume_succeeded(result) or ctx.restored_pvc(namespace, name) is not None:
+        # a name still to be generated cannot be matched to existing data
+        if name and (data_volume_succeeded(result) or ctx.restored_pvc(namespace, name) is not None):
             result = mark_prepopulated(result)
     elif _is(result, kinds.PVC):
         dv_name = data_volume_owner(obj)

@@ -195,3 +195,10 @@ def test_owner_references_set_aside_for_apply_and_restored_with_new_uids():
     assert rules.OWNER_REFERENCES_ANNOTATION not in restored["metadata"]["annotations"]
     orphaned = rules.restore_object(aside, RestoreContext())
     assert "ownerReferences" not in orphaned["metadata"]
+
+
+def test_data_volume_with_a_generated_name_is_not_marked():
+    generated = obj("cdi.kubevirt.io/v1beta1", "DataVolume", "", metadata={"generateName": "dv-"},
+                    status={"phase": "Succeeded"})
+    result = rules.restore_object(generated, RestoreContext())
+    assert rules.PREPOPULATED_ANNOTATION not in (result["metadata"].get("annotations") or {})
