@@ -63,3 +63,44 @@ def test_nil_selector_matches_nothing_and_empty_selector_everything():
 def test_unknown_operator_is_an_error():
     with pytest.raises(SelectorError):
         selector_from_label_selector({"matchExpressions": [{"key": "a", "operator": "Near"}]})
+
+
+@pytest.mark.parametrize("text,position,problem", [
+    ("app in (web", 11, "expected ')'"),
+    ("app=web,", 8, "expected a requirement after ','"),
+    ("a b", 2, "expected an operator"),
+    ("app=web, Bad_Prefix/x=1", 9, "prefix part"),
+    ("app=" + "x" * 64, 4, "at most 63 characters"),
+])
+def test_errors_say_what_and_where(text, position, problem):
+    with pytest.raises(SelectorError) as error:
+        parse_selector(text)
+    assert f'"{text}" at position {position}: ' in str(error.value) and problem in str(error.value)
+
+
+def test_empty_values_as_kubernetes_reads_them():
+    assert parse_selector("a=").matches({"a": ""}) and not parse_selector("a=").matches({})
+    assert parse_selector("a in ()").matches({"a": ""})
+    assert parse_selector("a in (x,)").matches({"a": ""})
+
+
+def test_canonical_rendering_sorts_terms_and_values():
+    assert str(parse_selector(" tier , app in (web,db) , !gone, env==prod")) == "app in (db,web),env=prod,!gone,tier"
+    assert parse_selector("b=1,a=2") == parse_selector("a=2,b=1")
+
+
+def test_nil_selector_renders_as_a_selector_that_selects_nothing():
+    # sent as labelSelector, "" would select everything: the rendering must select nothing as well
+    rendered = str(selector_from_label_selector(None))
+    assert rendered and not parse_selector(rendered).matches({}) and not parse_selector(rendered).matches(LABELS)
+
+
+@pytest.mark.parametrize("obj", [
+    {"matchExpressions": [{"key": "a", "operator": "In", "values": []}]},
+    {"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]},
+    {"matchLabels": {"bad key": "x"}},
+    {"matchLabels": {"a": "bad value"}},
+])
+def test_invalid_label_selector_objects_are_rejected(obj):
+    with pytest.raises(SelectorError):
+        selector_from_label_selector(obj)
