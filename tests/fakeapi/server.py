@@ -274,7 +274,7 @@ class FakeKubeAPI:
             raise bad_request(f'dryRun: Unsupported value: "{query["dryRun"]}": supported values: "All"')
         dry_run = query.get("dryRun") == "All"
         if freeze:
-            return self._freezer.handle(namespace or "", name or "", sub, body)
+            return self._freezer.handle(namespace or "", name or "", sub or "", body)
         admit = self._admission.admitter(rt, user, dry_run)
         if verb == "list":
             return self._store.list(rt, namespace, query)

@@ -22,14 +22,14 @@ import yaml
 from kubectl_kvbackup.selectors import SelectorError, label_key_problem, label_value_problem, parse_selector
 
 from . import jsonpatch
-from .status import (STALE, ApiStatus, already_exists, bad_request, conflict, invalid, not_found,
+from .status import (STALE, already_exists, bad_request, conflict, invalid, not_found,
                      unsupported_media_type)
 from .types import Registry, ResourceType
 
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace or "", name)
 #: (operation, object, old object or None, subresource or None) -> the object as admission leaves it
-Admit = Callable[[str, Obj, "Obj | None", "str | None"], Obj]
+Admit = Callable[[str, Obj, Obj | None, str | None], Obj]
 
 # the namespaces every cluster has, so that creating in "default" works as it does against a real cluster
 SYSTEM_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")

@@ -46,8 +46,8 @@ def _builtin(group: str, kind: str, plural: str, namespaced: bool = True, short:
     return ResourceType(group, "v1", kind, plural, namespaced, short, sub, builtin=True)
 
 
-def _kubevirt(group: str, version: str, kind: str, plural: str, short: tuple[str, ...], namespaced: bool = True,
-              sub: tuple[str, ...] = ("status",)) -> ResourceType:
+def _crd(group: str, version: str, kind: str, plural: str, short: tuple[str, ...], namespaced: bool = True,
+         sub: tuple[str, ...] = ("status",)) -> ResourceType:
     return ResourceType(group, version, kind, plural, namespaced, short, sub)
 
 
@@ -75,29 +75,29 @@ DEFAULT_TYPES: tuple[ResourceType, ...] = (
     _builtin("policy", "PodDisruptionBudget", "poddisruptionbudgets", short=("pdb",), sub=STATUS),
     _builtin("apiextensions.k8s.io", "CustomResourceDefinition", "customresourcedefinitions", False,
              ("crd", "crds"), STATUS),
-    _kubevirt("kubevirt.io", "v1", "VirtualMachine", "virtualmachines", ("vm", "vms")),
+    _crd("kubevirt.io", "v1", "VirtualMachine", "virtualmachines", ("vm", "vms")),
     # KubeVirt's VMI CRD has no status subresource: virt-handler writes status through the main resource
-    _kubevirt("kubevirt.io", "v1", "VirtualMachineInstance", "virtualmachineinstances", ("vmi", "vmis"), sub=()),
-    _kubevirt("kubevirt.io", "v1", "VirtualMachineInstanceReplicaSet", "virtualmachineinstancereplicasets",
+    _crd("kubevirt.io", "v1", "VirtualMachineInstance", "virtualmachineinstances", ("vmi", "vmis"), sub=()),
+    _crd("kubevirt.io", "v1", "VirtualMachineInstanceReplicaSet", "virtualmachineinstancereplicasets",
               ("vmirs", "vmirss"), sub=("scale", "status")),
-    _kubevirt("kubevirt.io", "v1", "VirtualMachineInstanceMigration", "virtualmachineinstancemigrations",
+    _crd("kubevirt.io", "v1", "VirtualMachineInstanceMigration", "virtualmachineinstancemigrations",
               ("vmim", "vmims")),
-    _kubevirt("pool.kubevirt.io", "v1alpha1", "VirtualMachinePool", "virtualmachinepools", ("vmpool", "vmpools"),
+    _crd("pool.kubevirt.io", "v1alpha1", "VirtualMachinePool", "virtualmachinepools", ("vmpool", "vmpools"),
               sub=("scale", "status")),
-    _kubevirt(INSTANCETYPE, "v1beta1", "VirtualMachineInstancetype", "virtualmachineinstancetypes",
+    _crd(INSTANCETYPE, "v1beta1", "VirtualMachineInstancetype", "virtualmachineinstancetypes",
               ("vminstancetype", "vminstancetypes", "vmf", "vmfs"), sub=()),
-    _kubevirt(INSTANCETYPE, "v1beta1", "VirtualMachineClusterInstancetype", "virtualmachineclusterinstancetypes",
+    _crd(INSTANCETYPE, "v1beta1", "VirtualMachineClusterInstancetype", "virtualmachineclusterinstancetypes",
               ("vmclusterinstancetype", "vmclusterinstancetypes", "vmcf", "vmcfs"), False, ()),
-    _kubevirt(INSTANCETYPE, "v1beta1", "VirtualMachinePreference", "virtualmachinepreferences",
+    _crd(INSTANCETYPE, "v1beta1", "VirtualMachinePreference", "virtualmachinepreferences",
               ("vmpref", "vmprefs", "vmp", "vmps"), sub=()),
-    _kubevirt(INSTANCETYPE, "v1beta1", "VirtualMachineClusterPreference", "virtualmachineclusterpreferences",
+    _crd(INSTANCETYPE, "v1beta1", "VirtualMachineClusterPreference", "virtualmachineclusterpreferences",
               ("vmcpref", "vmcprefs", "vmcp", "vmcps"), False, ()),
-    _kubevirt("cdi.kubevirt.io", "v1beta1", "DataVolume", "datavolumes", ("dv", "dvs")),
-    _kubevirt("cdi.kubevirt.io", "v1beta1", "DataSource", "datasources", ("das",)),
-    _kubevirt("snapshot.storage.k8s.io", "v1", "VolumeSnapshot", "volumesnapshots", ("vs",)),
-    _kubevirt("snapshot.storage.k8s.io", "v1", "VolumeSnapshotClass", "volumesnapshotclasses", ("vsclass", "vsclasses"),
+    _crd("cdi.kubevirt.io", "v1beta1", "DataVolume", "datavolumes", ("dv", "dvs")),
+    _crd("cdi.kubevirt.io", "v1beta1", "DataSource", "datasources", ("das",)),
+    _crd("snapshot.storage.k8s.io", "v1", "VolumeSnapshot", "volumesnapshots", ("vs",)),
+    _crd("snapshot.storage.k8s.io", "v1", "VolumeSnapshotClass", "volumesnapshotclasses", ("vsclass", "vsclasses"),
               False, ()),
-    _kubevirt("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition", "network-attachment-definitions",
+    _crd("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition", "network-attachment-definitions",
               ("net-attach-def",), sub=()),
 )
 
