@@ -191,3 +191,47 @@ def test_an_object_with_both_restore_labels_is_reviewed_once(cluster, tmp_path) 
     labels = {**RESTORED, rules.RESTORE_LABEL: "r1"}
     create(as_user(cluster, tmp_path, VELERO), kinds.DATA_VOLUME, data_volume("both", "dr", labels=labels))
     assert [call.webhook for call in cluster.admission_calls] == ["restore-label.kvbackup.kubevirt.io"]
+
+
+def test_succeeded_datavolume_is_prepopulated_from_the_status_in_the_request(cluster, tmp_path) -> None:
+    """The API server shows mutating webhooks the status a client sent, and resets it only afterwards."""
+    create(as_user(cluster, tmp_path, VELERO), kinds.DATA_VOLUME, data_volume("seen"))
+    stored = cluster.get_object("cdi.kubevirt.io", "DataVolume", "prod", "seen")
+    assert annotations(stored) == {rules.PREPOPULATED_ANNOTATION: "seen"}
+    assert "status" not in stored
+    create(as_user(cluster, tmp_path, VELERO), kinds.DATA_VOLUME, data_volume("importing", phase="ImportScheduled"))
+    assert annotations(cluster.get_object("cdi.kubevirt.io", "DataVolume", "prod", "importing")) == {}
+
+
+def test_an_exported_bundle_applied_as_is_is_restored_by_the_rules(cluster, tmp_path, capsys) -> None:
+    """``kubectl apply -R -f BUNDLE/resources`` into a cluster with the webhook: owners first, as kubectl's
+    ordering by kind would not guarantee, so the set-aside owner references are re-pointed at the new UIDs."""
+    import yaml
+
+    from kubectl_kvbackup.cli.main import main
+
+    from .helpers import EXAMPLES
+
+    bundle = tmp_path / "bundle"
+    assert main(["export", "-f", EXAMPLES, "-n", "demo", "vm/fedora", "--to", str(bundle), "-q"]) == 0
+    cluster.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}})
+    cluster.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "net-system"}})
+    cluster.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "os-images"}})
+    gitops = as_user(cluster, tmp_path, "gitops")
+    order = ["VirtualMachine", "DataVolume", "PersistentVolumeClaim"]
+    files = sorted(bundle.glob("resources/**/*.yaml"),
+                   key=lambda p: order.index(p.parent.name) if p.parent.name in order else len(order))
+    for path in files:
+        obj = yaml.safe_load(path.read_text())
+        kind = kinds.kind_for(kinds.group_of(obj["apiVersion"]), obj["kind"])
+        gitops.request("POST", collection_path(kind, kind.version, obj["metadata"].get("namespace")), body=obj)
+    vm = cluster.get_object("kubevirt.io", "VirtualMachine", "demo", "fedora")
+    dv = cluster.get_object("cdi.kubevirt.io", "DataVolume", "demo", "fedora-root")
+    pvc = cluster.get_object("", "PersistentVolumeClaim", "demo", "fedora-root")
+    assert annotations(dv)[rules.PREPOPULATED_ANNOTATION] == "fedora-root"
+    assert dv["metadata"]["ownerReferences"][0]["uid"] == vm["metadata"]["uid"]
+    assert pvc["metadata"]["ownerReferences"][0]["uid"] == dv["metadata"]["uid"]
+    assert annotations(pvc)[rules.POPULATED_FOR_ANNOTATION] == "fedora-root"
+    assert rules.OWNER_REFERENCES_ANNOTATION not in annotations(pvc)
+    assert "volume.kubernetes.io/selected-node" not in annotations(pvc)
+    assert cluster.get_object("kubevirt.io", "VirtualMachineInstance", "demo", "fedora") is None  # never in resources/

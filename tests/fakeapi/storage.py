@@ -176,25 +176,27 @@ class Store:
             meta["namespace"] = namespace or meta.get("namespace") or "default"
         else:
             meta.pop("namespace", None)
-        if not meta.get("name"):
-            if not meta.get("generateName"):
-                raise invalid(rt, "", "metadata.name", None, "Required value: name or generateName is required")
-            meta["name"] = meta["generateName"] + "".join(random.choices("bcdfghjklmnpqrstvwxz2456789", k=5))
+        if not meta.get("name") and not meta.get("generateName"):
+            raise invalid(rt, "", "metadata.name", None, "Required value: name or generateName is required")
         for field in _SERVER_SET:
             meta.pop(field, None)
+        namespaces = self.registry.named("", "Namespace")
+        if rt.namespaced and namespaces and self.stored(namespaces, "", meta["namespace"]) is None:
+            raise not_found(namespaces, meta["namespace"])  # kube's NamespaceLifecycle admission
+        if meta.get("name") and self.stored(rt, meta.get("namespace"), meta["name"]) is not None:
+            raise already_exists(rt, meta["name"])
+        # kube-apiserver runs mutating admission before the storage strategy: webhooks see the status a client
+        # sent and an empty name under generateName; only then is the name generated and the status reset
+        obj = admit("CREATE", _normalised(rt, obj), None, None)
+        meta = obj["metadata"]
+        if not meta.get("name"):
+            meta["name"] = meta["generateName"] + "".join(random.choices("bcdfghjklmnpqrstvwxz2456789", k=5))
         if rt.has_status:
             obj.pop("status", None)  # status is written through the status subresource only
         if rt.kind == "Namespace":
             meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
             obj["status"] = {"phase": "Active"}
-        namespaces = self.registry.named("", "Namespace")
-        if rt.namespaced and namespaces and self.stored(namespaces, "", meta["namespace"]) is None:
-            raise not_found(namespaces, meta["namespace"])  # kube's NamespaceLifecycle admission
-        if self.stored(rt, meta.get("namespace"), meta["name"]) is not None:
-            raise already_exists(rt, meta["name"])
-        obj = admit("CREATE", _normalised(rt, obj), None, None)
         _validate(rt, obj)
-        meta = obj["metadata"]
         with self.lock:
             if self.stored(rt, meta.get("namespace"), meta["name"]) is not None:
                 raise already_exists(rt, meta["name"])
