@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator, Protocol
 import yaml
 
 from . import kinds
-from .cluster import ApiError, Connection, KubeError, collection_path
+from .cluster import ApiError, Connection, KubeError, collection_path, object_path
 from .graph.edges import Obj
 from .kinds import Kind
 from .refs import Ref, ref_of
@@ -148,6 +148,9 @@ class ManifestSource:
 
 # --- cluster -------------------------------------------------------------------------------------------------
 
+class ListForbidden(KubeError):
+    """RBAC refused a LIST. Named lookups can still GET one object at a time, as a namespace user often may."""
+
 @dataclass(frozen=True)
 class Served:
     version: str
@@ -169,6 +172,8 @@ class ClusterSource:
         self._resources: dict[tuple[str, str], dict[str, Served]] = {}
         self._cache: dict[tuple[str, str, str], dict[str, Obj]] = {}
         self._listed_cluster_wide: set[tuple[str, str]] = set()
+        self._forbidden: dict[tuple[str, str, str], ListForbidden] = {}
+        self._fetched: dict[Ref, Obj | None] = {}
 
     # discovery: which version of each group the server prefers, and the kinds it serves there
     def served(self, kind: Kind) -> Served | None:
@@ -200,6 +205,8 @@ class ClusterSource:
         key = (kind.group, kind.kind, namespace if kind.namespaced else "")
         if key in self._cache:
             return self._cache[key]
+        if key in self._forbidden:
+            raise self._forbidden[key]
         if scope == "" and (kind.group, kind.kind) in self._listed_cluster_wide:
             return self._cache.setdefault(key, {})
         served = self.served(kind)
@@ -211,9 +218,10 @@ class ClusterSource:
             items = list(self.connection.list_pages(path))
         except ApiError as error:
             if error.status == 403:
-                raise KubeError(f"{error}\nkvbackup needs permission to list {kind.resource}"
-                                f"{' in namespace ' + namespace if scope else ' at the cluster scope'}: "
-                                "see README (RBAC)") from None
+                self._forbidden[key] = ListForbidden(
+                    f"{error}\nkvbackup needs permission to list {kind.resource}"
+                    f"{' in namespace ' + namespace if scope else ' at the cluster scope'}: see README (RBAC)")
+                raise self._forbidden[key] from None
             raise
         if scope == "":
             self._listed_cluster_wide.add((kind.group, kind.kind))
@@ -227,7 +235,29 @@ class ClusterSource:
     def get(self, ref: Ref) -> Obj | None:
         if not kinds.known(ref.group, ref.kind):
             return None
-        return self._load(kinds.kind_for(ref.group, ref.kind), ref.namespace).get(ref.name)
+        kind = kinds.kind_for(ref.group, ref.kind)
+        try:
+            return self._load(kind, ref.namespace).get(ref.name)
+        except ListForbidden:
+            return self._get_one(kind, ref)
+
+    def _get_one(self, kind: Kind, ref: Ref) -> Obj | None:
+        """One object by name, for a kind the user may get but not list (cluster instancetypes, say)."""
+        if ref not in self._fetched:
+            served = self.served(kind)
+            try:
+                found = self.connection.request("GET", object_path(kind, served.version, ref.namespace, ref.name)) \
+                    if served else None
+            except ApiError as error:
+                if error.status == 404:
+                    found = None
+                elif error.status == 403:
+                    raise KubeError(f"{error}\nkvbackup needs permission to list or get {kind.resource}: see README "
+                                    "(RBAC)") from None
+                else:
+                    raise
+            self._fetched[ref] = found
+        return self._fetched[ref]
 
     def list(self, kind: Kind, namespace: str) -> list[Obj]:
         return list(self._load(kind, namespace).values())

@@ -127,10 +127,10 @@ def test_forbidden_names_the_verb_and_resource(capsys, demo_cluster, tmp_path):
     fake, _ = demo_cluster
     path = str(tmp_path / "alice")
     fake.write_kubeconfig(path, namespace="demo", user="alice")
-    fake.deny("alice", "list", "", "secrets", "demo")
+    fake.deny("alice", "list", "", "pods", "demo")  # launcher pods are found by label: only a LIST can
     code, _, err = graph_json(capsys, "vm/fedora", "--kubeconfig", path)
     assert code == 1
-    assert 'cannot list resource "secrets"' in err
+    assert 'cannot list resource "pods"' in err and "kvbackup needs permission to list pods in namespace demo" in err
     assert "Traceback" not in err
 
 
@@ -219,3 +219,20 @@ def test_objects_created_through_the_api_are_found(capsys, demo_cluster):
     assert code == 0, err
     assert {"group": "", "kind": "Pod", "namespace": "demo", "name": "virt-launcher-solo-aaaaa",
             "found": True} in data["nodes"]
+
+
+def test_a_kind_that_may_be_got_but_not_listed_is_fetched_by_name(capsys, demo_cluster, tmp_path):
+    fake, _ = demo_cluster
+    path = str(tmp_path / "bob")
+    fake.write_kubeconfig(path, namespace="demo", user="bob")
+    fake.deny("bob", "list", "instancetype.kubevirt.io", "virtualmachineclusterinstancetypes")
+    fake.reset_requests()
+    code, data, err = graph_json(capsys, "vm/fedora", "--kubeconfig", path)
+    assert code == 0, err
+    assert {"group": "instancetype.kubevirt.io", "kind": "VirtualMachineClusterInstancetype", "namespace": "",
+            "name": "u1.medium", "found": True} in data["nodes"]
+    assert [r.path for r in fake.requests if r.method == "GET" and "clusterinstancetypes/" in r.path] == [
+        "/apis/instancetype.kubevirt.io/v1beta1/virtualmachineclusterinstancetypes/u1.medium"]
+    fake.deny("bob", "get", "instancetype.kubevirt.io", "virtualmachineclusterinstancetypes")
+    code, _, err = graph_json(capsys, "vm/fedora", "--kubeconfig", path)
+    assert code == 1 and "needs permission to list or get virtualmachineclusterinstancetypes" in err
