@@ -311,3 +311,19 @@ def test_verify_says_what_checksums_alone_protect(capsys, tmp_path):
     export_demo(capsys, tmp_path / "b")
     code, out, _ = run(capsys, "verify", str(tmp_path / "b"))
     assert code == 0 and "checksums detect corruption, not deliberate edits" in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--name", "Nightly Backup"], "must be a valid label value"),
+    (["--parallel", "0"], "--parallel must be 1 or more"),
+    (["--snapshot"], "--snapshot needs a cluster"),
+    (["--freeze", "sometimes"], "invalid choice"),
+])
+def test_export_usage_errors(capsys, tmp_path, argv, message):
+    try:
+        code = main(["export", "-f", EXAMPLES, "-n", "demo", "--all", "--to", str(tmp_path / "b"), *argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "b").exists()

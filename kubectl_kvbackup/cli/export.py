@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Callable
 
@@ -78,7 +79,13 @@ def progress_printer(quiet: bool) -> Callable[[str], None]:
     return lambda message: print(message, file=sys.stderr)
 
 
+BACKUP_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
 def validate(args: argparse.Namespace) -> None:
+    if args.name is not None and not BACKUP_NAME.fullmatch(args.name):
+        raise UsageError(f'error: --name "{args.name}" must be a valid label value and name part: lowercase letters, '
+                         "digits and '-', starting and ending with a letter or digit, at most 63 characters")
     if args.parallel < 1:
         raise UsageError("error: --parallel must be 1 or more")
     if args.filename and args.snapshot:
