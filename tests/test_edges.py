@@ -190,3 +190,13 @@ def test_missing_required_target_is_reported_not_fatal():
 def test_every_example_vm_graph_is_complete():
     for kind, name in ((kinds.VM, "fedora"), (kinds.VM, "windows"), (kinds.VMIRS, "web"), (kinds.VMPOOL, "workers")):
         assert graph_of(kind, name).missing_required() == [], name
+
+
+def test_configmap_or_secret_volume_marked_optional_gives_an_optional_edge():
+    vm = obj("kubevirt.io/v1", "VirtualMachine", "opt", spec={"template": {"spec": {"volumes": [
+        {"name": "c", "configMap": {"name": "maybe-cm", "optional": True}},
+        {"name": "s", "secret": {"secretName": "maybe-secret", "optional": True}},
+        {"name": "r", "secret": {"secretName": "must-secret"}}]}}})
+    graph = graph_of(kinds.VM, "opt", [vm])
+    assert [e.target.name for e in graph.missing_required()] == ["must-secret"]
+    assert {e.target.name for e in graph.edges if e.optional} == {"maybe-cm", "maybe-secret"}

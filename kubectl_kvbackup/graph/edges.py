@@ -164,7 +164,9 @@ def volume_edges(volume: Obj, namespace: str, prefix: str, templated_dvs: frozen
     for fields, k in _VOLUME_REFERENCES:
         name = _dig(volume, fields)
         if name:
-            yield Edge(Ref.of(k, namespace, name), f"{prefix}.{'.'.join(fields)}")
+            # a ConfigMap or Secret volume marked optional lets the VM start without it
+            optional = _dig(volume, (fields[0], "optional")) is True
+            yield Edge(Ref.of(k, namespace, name), f"{prefix}.{'.'.join(fields)}", optional)
 
 
 def network_attachment_ref(network_name: str, namespace: str) -> Ref:
