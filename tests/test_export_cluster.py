@@ -166,18 +166,23 @@ def test_snapshot_timeout_fails_the_export(capsys, cluster, tmp_path):
     assert fake.frozen_vmis() == set() and not (tmp_path / "b").exists()
 
 
+def export_until_frozen(fake, kubeconfig, target, *extra):
+    """An export in a subprocess, hung on snapshot creation once both guests are frozen."""
+    fake.inject("POST", r"/volumesnapshots$", delay=30)
+    process = subprocess.Popen([sys.executable, "-m", "kubectl_kvbackup", "export", "vmi/db", "vmi/cache",
+                                "--snapshot", *extra, "--kubeconfig", kubeconfig, "--to", str(target)],
+                               cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while len(fake.frozen_vmis()) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    return process
+
+
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_killed_mid_export_thaws_every_guest_and_leaves_no_bundle(cluster, tmp_path, sig, code):
     fake, kubeconfig = cluster
-    fake.inject("POST", r"/volumesnapshots$", delay=30)  # the export hangs while guests are frozen
-    target = tmp_path / "b.tar.gz"
-    process = subprocess.Popen([sys.executable, "-m", "kubectl_kvbackup", "export", "vmi/db", "vmi/cache",
-                                "--snapshot", "--kubeconfig", kubeconfig, "--to", str(target)],
-                               cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, stderr=subprocess.PIPE, text=True)
+    process = export_until_frozen(fake, kubeconfig, tmp_path / "b.tar.gz")
     try:
-        deadline = time.monotonic() + 30
-        while len(fake.frozen_vmis()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
         assert fake.frozen_vmis() == {("demo", "db"), ("demo", "cache")}
         process.send_signal(sig)
         _, err = process.communicate(timeout=60)
@@ -251,17 +256,11 @@ def test_unfreeze_timeout_below_a_second_is_refused(capsys, cluster, tmp_path):
 
 def test_a_second_interrupt_during_the_thaw_does_not_cut_it_short(cluster, tmp_path):
     fake, kubeconfig = cluster
-    fake.inject("POST", r"/volumesnapshots$", delay=30)
     fake.inject("PUT", r"/unfreeze$", delay=1.0)  # slow thaws: the second Ctrl-C lands in the middle
-    process = subprocess.Popen([sys.executable, "-m", "kubectl_kvbackup", "export", "vmi/db", "vmi/cache",
-                                "--snapshot", "--parallel", "1", "--kubeconfig", kubeconfig,
-                                "--to", str(tmp_path / "b")],
-                               cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, stderr=subprocess.PIPE, text=True)
+    process = export_until_frozen(fake, kubeconfig, tmp_path / "b", "--parallel", "1")
     try:
-        deadline = time.monotonic() + 30
-        while len(fake.frozen_vmis()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
         process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 30
         while not any(r.path.endswith("/unfreeze") for r in fake.requests) and time.monotonic() < deadline:
             time.sleep(0.02)
         process.send_signal(signal.SIGINT)
