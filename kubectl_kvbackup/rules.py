@@ -27,6 +27,9 @@ PREPOPULATED_ANNOTATION = "cdi.kubevirt.io/storage.prePopulated"
 POPULATED_FOR_ANNOTATION = "cdi.kubevirt.io/storage.populatedFor"
 CREATED_FOR_DATA_VOLUME_ANNOTATION = "cdi.kubevirt.io/createdForDataVolume"
 OWNER_REFERENCES_ANNOTATION = "kvbackup.kubevirt.io/owner-references"
+POD_PHASE_ANNOTATION = "cdi.kubevirt.io/storage.pod.phase"
+POPULATOR_PROGRESS_ANNOTATION = "cdi.kubevirt.io/storage.populator.progress"
+VM_GENERATION_ANNOTATION = "kubevirt.io/vm-generation"
 RESTRICTED_VMI_LABELS = (
     "kubevirt.io/created-by", "kubevirt.io/migrationJobUID", "kubevirt.io/nodeName",
     "kubevirt.io/migrationTargetNodeName", "kubevirt.io/schedulable", "kubevirt.io/install-strategy",
@@ -99,6 +102,21 @@ def data_volume_succeeded(dv: Obj) -> bool:
     return (dv.get("status") or {}).get("phase") == "Succeeded"
 
 
+def data_volume_data_restored(dv: Obj, restored_pvc: Obj | None) -> bool:
+    """Whether a DataVolume being restored has its data already: its status says Succeeded, or — when a tool
+    stripped the status — its PVC was restored first and shows a finished population. A status that says anything
+    else (an import in progress) means CDI must run it again."""
+    phase = (dv.get("status") or {}).get("phase")
+    if phase:
+        return phase == "Succeeded"
+    if restored_pvc is None:
+        return False
+    annotations = (restored_pvc.get("metadata") or {}).get("annotations") or {}
+    name = (dv.get("metadata") or {}).get("name")
+    return annotations.get(POPULATED_FOR_ANNOTATION) == name or (
+        annotations.get(POD_PHASE_ANNOTATION) == "Succeeded" and not import_unfinished(restored_pvc))
+
+
 def mark_prepopulated(dv: Obj) -> Obj:
     """A DataVolume restored over existing data must say so, or CDI imports again over the restored disk."""
     result = copy.deepcopy(dv)
@@ -126,22 +144,52 @@ def mark_populated_for(pvc: Obj, dv_name: str) -> Obj:
     return result
 
 
+def _controller(owners: list[Obj]) -> Obj | None:
+    return next((o for o in owners if o.get("controller")), None)
+
+
+def import_unfinished(pvc: Obj) -> bool:
+    """CDI's own record on the PVC says its import (or clone, upload) had not completed."""
+    annotations = (pvc.get("metadata") or {}).get("annotations") or {}
+    phase = annotations.get(POD_PHASE_ANNOTATION)
+    progress = annotations.get(POPULATOR_PROGRESS_ANNOTATION)
+    return (phase is not None and phase != "Succeeded") or (progress is not None and progress != "100.0%")
+
+
 def restore_decision(obj: Obj) -> Decision:
-    """Objects KubeVirt recreates itself: restoring them collides with what its controllers create."""
-    owner = controller_of(obj)
-    if _is(obj, kinds.VMI) and owner is not None and owner.get("kind") in VM_OWNER_KINDS:
-        return Decision(False, "owned-vmi", f"owned by {owner['kind']} {owner.get('name')}: KubeVirt recreates "
-                                            "it from its owner; restore the owner instead")
+    """Objects KubeVirt or CDI recreate themselves: restoring them collides with what their controllers create.
+
+    Restore tools strip ownerReferences (Velero does), so the signals that survive are used too: owners an
+    apply-ready bundle set aside, the VM generation annotation virt-controller puts on every VMI it creates, the
+    virt-launcher label, and CDI's import phase on a DataVolume's PVC.
+    """
+    owners = owner_references(obj)
+    meta = obj.get("metadata") or {}
+    if _is(obj, kinds.VMI):
+        owner = _controller(owners)
+        if owner is not None and owner.get("kind") in VM_OWNER_KINDS:
+            return Decision(False, "owned-vmi", f"owned by {owner['kind']} {owner.get('name')}: KubeVirt recreates "
+                                                "it from its owner; restore the owner instead")
+        if VM_GENERATION_ANNOTATION in (meta.get("annotations") or {}):
+            return Decision(False, "owned-vmi", "created by VirtualMachine " + str(meta.get("name")) + " (annotation "
+                                                f"{VM_GENERATION_ANNOTATION}): KubeVirt recreates it from the VM; "
+                                                "restore the VM instead")
     if _is(obj, kinds.POD):
         if is_hotplug_pod(obj):
             return Decision(False, "hotplug-pod", "hotplug attachment pod: virt-controller recreates it when the "
                                                   "VMI runs; restore the VM or VMI instead")
-        owners = (obj.get("metadata") or {}).get("ownerReferences") or []
         vmi_owner = next((o for o in owners if o.get("kind") == kinds.VMI.kind), None)
-        if vmi_owner is not None and (obj.get("metadata") or {}).get("name", "").startswith("virt-launcher-"):
-            return Decision(False, "launcher-pod", f"virt-launcher pod of VirtualMachineInstance "
-                                                   f"{vmi_owner.get('name')}: KubeVirt creates it when the VMI "
+        labels = meta.get("labels") or {}
+        launcher = vmi_owner is not None or labels.get("kubevirt.io") == "virt-launcher" or \
+            "kubevirt.io/created-by" in labels
+        if launcher and meta.get("name", "").startswith("virt-launcher-"):
+            of = f" of VirtualMachineInstance {vmi_owner.get('name')}" if vmi_owner else ""
+            return Decision(False, "launcher-pod", f"virt-launcher pod{of}: KubeVirt creates it when the VMI "
                                                    "starts; restore the VM or VMI instead")
+    if _is(obj, kinds.PVC) and data_volume_owner(obj) and import_unfinished(obj):
+        return Decision(False, "pvc-of-unfinished-datavolume",
+                        f"CDI had not finished populating it for DataVolume {data_volume_owner(obj)}: CDI recreates "
+                        "and populates it from the DataVolume; restore the DataVolume instead")
     return RESTORE
 
 
@@ -304,8 +352,7 @@ def restore_object(obj: Obj, ctx: RestoreContext) -> Obj:
     result = remap_owner_references(obj, ctx.owner_uid)
     if _is(result, kinds.DATA_VOLUME):
         name, namespace = _meta(result).get("name", ""), _meta(result).get("namespace", "")
-        # a name still to be generated cannot be matched to existing data
-        if name and (data_volume_succeeded(result) or ctx.restored_pvc(namespace, name) is not None):
+        if name and data_volume_data_restored(result, ctx.restored_pvc(namespace, name) if name else None):
             result = mark_prepopulated(result)
     elif _is(result, kinds.PVC):
         dv_name = data_volume_owner(obj)

@@ -129,8 +129,38 @@ def test_restore_marks_data_volume_prepopulated_from_status_or_restored_pvc():
     stripped = dv()
     assert rules.PREPOPULATED_ANNOTATION not in (rules.restore_object(stripped, RestoreContext())["metadata"].get(
         "annotations") or {})
-    with_pvc = RestoreContext(restored_pvc=lambda ns, name: pvc() if name == "dv1" else None)
+    populated = pvc(annotations={rules.POPULATED_FOR_ANNOTATION: "dv1"})
+    with_pvc = RestoreContext(restored_pvc=lambda ns, name: populated if name == "dv1" else None)
     assert rules.restore_object(stripped, with_pvc)["metadata"]["annotations"][rules.PREPOPULATED_ANNOTATION] == "dv1"
+
+
+def test_an_unfinished_import_is_never_marked_populated():
+    importing = RestoreContext(restored_pvc=lambda ns, name: pvc(annotations={rules.POD_PHASE_ANNOTATION: "Running"}))
+    assert rules.PREPOPULATED_ANNOTATION not in (rules.restore_object(dv(), importing)["metadata"].get(
+        "annotations") or {})
+    bare = RestoreContext(restored_pvc=lambda ns, name: pvc())  # a PVC that says nothing of its data
+    assert rules.PREPOPULATED_ANNOTATION not in (rules.restore_object(dv(), bare)["metadata"].get(
+        "annotations") or {})
+    done = RestoreContext(restored_pvc=lambda ns, name: pvc(annotations={rules.POD_PHASE_ANNOTATION: "Succeeded"}))
+    # the request's own status wins over the PVC
+    assert rules.PREPOPULATED_ANNOTATION not in (rules.restore_object(dv("ImportInProgress"), done)["metadata"].get(
+        "annotations") or {})
+    unfinished = pvc(ownerReferences=[DV_OWNER], annotations={rules.POD_PHASE_ANNOTATION: "Pending"})
+    assert rules.restore_decision(unfinished).rule == "pvc-of-unfinished-datavolume"
+    populating = pvc(annotations={rules.CREATED_FOR_DATA_VOLUME_ANNOTATION: "u",
+                                  rules.POPULATOR_PROGRESS_ANNOTATION: "42.0%"})
+    assert not rules.restore_decision(populating).restore
+
+
+def test_objects_kubevirt_recreates_are_recognised_after_a_tool_stripped_their_owners():
+    vmi_of_vm = obj("kubevirt.io/v1", "VirtualMachineInstance", "vm1",
+                    metadata={"annotations": {rules.VM_GENERATION_ANNOTATION: "2"}})
+    assert rules.restore_decision(vmi_of_vm).rule == "owned-vmi"
+    launcher = obj("v1", "Pod", "virt-launcher-vm1-abcde", metadata={"labels": {"kubevirt.io": "virt-launcher"}})
+    assert rules.restore_decision(launcher).rule == "launcher-pod"
+    aside = rules.set_aside_owner_references(obj("kubevirt.io/v1", "VirtualMachineInstance", "vm1",
+                                                 metadata={"ownerReferences": [VM_OWNER]}))
+    assert rules.restore_decision(aside).rule == "owned-vmi"
 
 
 def _identity_vm():

@@ -30,10 +30,16 @@ class StaticLookups:
         self.pvcs: dict[str, Obj] = cluster.get("pvcs", {})
         self.in_use = tuple(set(values) for values in cluster.get("identities", [[], [], []]))
         self.fail = set(cluster.get("fail", []))
+        self.forbidden = set(cluster.get("forbidden", []))
+        self.delay = float(cluster.get("delay", 0))
         self.calls: list[str] = []
 
     def _call(self, lookup: str) -> None:
         self.calls.append(lookup)
+        if self.delay:
+            __import__("time").sleep(self.delay)
+        if lookup in self.forbidden:
+            raise admission.LookupFailed("forbidden", forbidden=True)
         if lookup in self.fail:
             raise admission.LookupFailed("timed out")
 
@@ -280,3 +286,18 @@ def test_rules_module_is_what_the_webhook_calls() -> None:
     response = post(app_for().test_client(), review).get_json()["response"]
     expected = rules.restore_object(review["request"]["object"], rules.RestoreContext())
     assert apply_patch.apply(review["request"]["object"], decoded_patch(response)) == expected
+
+
+def test_lookups_stop_once_the_request_budget_is_spent() -> None:
+    """A slow API server: every lookup takes 0.6 s, so after the budget the rest are skipped, and the answer comes
+    well inside the webhook's 5 s timeout."""
+    case = load("pvc-of-datavolume-owner-restored")
+    review = json.loads(json.dumps(case["review"]))
+    owners = review["request"]["object"]["metadata"]["ownerReferences"]
+    review["request"]["object"]["metadata"]["ownerReferences"] = [
+        {**owners[0], "name": f"dv-{i}", "controller": i == 0} for i in range(6)]
+    lookups = StaticLookups({"delay": 0.6})
+    response = post(create_app({"LOOKUPS": lookups}).test_client(), review).get_json()["response"]
+    assert response["allowed"]
+    assert 2 <= lookups.calls.count("owner") <= 4  # each started within the budget; the rest skipped
+    assert any("lookups stop" in w for w in response.get("warnings", []))

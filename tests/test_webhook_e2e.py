@@ -16,6 +16,10 @@ import pytest
 from kubectl_kvbackup import kinds, manifests, rules
 from kubectl_kvbackup.cluster import ApiError, Connection, ConnectionOptions, collection_path, connect
 
+from kvbackup_webhook.admission import LookupFailed
+from kvbackup_webhook.lookups import ClusterLookups
+
+from .fakeapi import ResourceType
 from .webhook_server import WebhookServer, write_tls
 
 Obj = dict[str, Any]
@@ -123,8 +127,9 @@ def test_pvc_restored_after_its_datavolume_is_owned_by_the_new_datavolume(cluste
 
 
 def test_datavolume_without_status_is_prepopulated_when_its_pvc_was_restored_first(cluster, tmp_path) -> None:
-    cluster.add({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                 "metadata": {"name": "data", "namespace": "dr"}, "spec": {}})
+    cluster.add({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "spec": {},
+                 "metadata": {"name": "data", "namespace": "dr",
+                              "annotations": {"cdi.kubevirt.io/storage.pod.phase": "Succeeded"}}})
     create(as_user(cluster, tmp_path, "gitops"), kinds.DATA_VOLUME, data_volume("data", "dr", labels={}, phase=None))
     assert annotations(cluster.get_object("cdi.kubevirt.io", "DataVolume", "dr", "data")) == \
         {rules.PREPOPULATED_ANNOTATION: "data"}
@@ -235,3 +240,22 @@ def test_an_exported_bundle_applied_as_is_is_restored_by_the_rules(cluster, tmp_
     assert rules.OWNER_REFERENCES_ANNOTATION not in annotations(pvc)
     assert "volume.kubernetes.io/selected-node" not in annotations(pvc)
     assert cluster.get_object("kubevirt.io", "VirtualMachineInstance", "demo", "fedora") is None  # never in resources/
+
+
+def test_owner_lookups_recheck_a_cached_uid_that_disagrees_and_keep_owners_they_may_not_read(fake_api, tmp_path
+                                                                                             ) -> None:
+    path = fake_api.write_kubeconfig(str(tmp_path / "webhook"), user=WEBHOOK_USER)
+    lookups = ClusterLookups(lambda: connect(ConnectionOptions(kubeconfig=path)))
+    vm = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "web", "namespace": "prod"}}
+    first = fake_api.add(vm)["metadata"]["uid"]
+    owner = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": "web"}
+    assert lookups.owner_uid({**owner, "uid": first}, "prod") == first
+    second = fake_api.add({**vm, "metadata": {**vm["metadata"], "uid": "recreated-uid"}})["metadata"]["uid"]
+    assert second == "recreated-uid"
+    # within the cache's lifetime, an object naming the recreated owner keeps its (correct) UID
+    assert lookups.owner_uid({**owner, "uid": second}, "prod") == second
+    fake_api.deny(WEBHOOK_USER, "get", "tekton.dev", "taskruns")
+    fake_api.register(ResourceType("tekton.dev", "v1", "TaskRun", "taskruns"))
+    with pytest.raises(LookupFailed) as error:
+        lookups.owner_uid({"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "name": "t", "uid": "u"}, "prod")
+    assert error.value.forbidden

@@ -11,6 +11,7 @@ import base64
 import copy
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,9 +27,18 @@ HANDLED_KINDS = {(k.group, k.kind) for k in (kinds.DATA_VOLUME, kinds.PVC, kinds
 log = logging.getLogger("kvbackup_webhook")
 
 
+#: lookups start only this long into a request: with one API request bounded at 2 s (3 s for the VM/VMI listing),
+#: every answer leaves inside the 5 s webhook timeout
+LOOKUP_BUDGET = 1.5
+
+
 class LookupFailed(Exception):
     """A cluster lookup did not answer (timeout, error, forbidden): the rule that needed it is skipped, never the
-    whole request denied."""
+    whole request denied. ``forbidden``: the webhook may not read that kind at all."""
+
+    def __init__(self, message: str, forbidden: bool = False):
+        super().__init__(message)
+        self.forbidden = forbidden
 
 
 class Lookups(Protocol):
@@ -136,6 +146,7 @@ def _require(request: Obj, name: str, expected: type, what: str) -> Any:
 
 def _judge(request: Obj, lookups: Lookups, policy: IdentityPolicy) -> Outcome:
     uid = request["uid"]
+    started = time.monotonic()
     kind_ref = _require(request, "kind", dict, "a group/version/kind")
     operation = _require(request, "operation", str, "CREATE, UPDATE, DELETE or CONNECT")
     group, kind = kind_ref.get("group", ""), kind_ref.get("kind")
@@ -164,7 +175,7 @@ def _judge(request: Obj, lookups: Lookups, policy: IdentityPolicy) -> Outcome:
         message = (f"kvbackup restore rules: {kind} {namespace}/{name} must not be restored (rule {decision.rule}): "
                    f"{decision.reason}; leave it out of the restore")
         return Outcome(200, answer(uid, False, code=403, reason="Forbidden", message=message), kind, "denied")
-    mutated = rules.restore_object(work, _restore_context(work, policy, lookups, failures))
+    mutated = rules.restore_object(work, _restore_context(work, policy, _Recorder(lookups, failures, started)))
     return _allowed(uid, kind, jsonpatch.diff(work, mutated), failures)
 
 
@@ -212,15 +223,27 @@ def _in_restore_context(obj: Obj, namespace: str, lookups: Lookups, failures: li
 
 @dataclass
 class _Recorder:
-    """Lookups for one request, failing safe: a failed lookup answers "nothing there" and leaves a warning."""
+    """Lookups for one request, failing safe: a failed lookup answers "nothing there" and leaves a warning; once the
+    request's lookup budget is spent, further lookups are skipped the same way."""
 
     lookups: Lookups
     failures: list[tuple[str, str]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def _check_budget(self) -> None:
+        if time.monotonic() - self.started > LOOKUP_BUDGET:
+            raise LookupFailed(f"the API server is slow: lookups stop {LOOKUP_BUDGET}s into a request")
 
     def owner_uid(self, owner: Obj, namespace: str) -> str | None:
         try:
+            self._check_budget()
             return self.lookups.owner_uid(owner, namespace)
         except LookupFailed as error:
+            if error.forbidden:
+                # a kind the webhook may not read belongs to some other controller, whose reference is live
+                self.failures.append(("owner", f"may not read owner {owner.get('kind')} {owner.get('name')}: its "
+                                               "ownerReference was kept as it is"))
+                return owner.get("uid")
             # an ownerReference kept with an old UID gets the object garbage-collected: dropping it is the safe side
             self.failures.append(("owner", f"could not look up owner {owner.get('kind')} {owner.get('name')} "
                                            f"({error}): its ownerReference was dropped"))
@@ -230,6 +253,7 @@ class _Recorder:
         """A DataVolume's PVC that exists before the DataVolume was restored with it (CDI creates the PVC after its
         DataVolume): one on its way out does not count."""
         try:
+            self._check_budget()
             pvc = self.lookups.pvc(namespace, name)
         except LookupFailed as error:
             self.failures.append(("pvc", f"could not check for a restored PersistentVolumeClaim {name} ({error}): "
@@ -244,6 +268,7 @@ class _Recorder:
         if policy is not IdentityPolicy.CLEAR_ON_COLLISION or not any(rules.identity_values(obj)):
             return set(), set(), set()
         try:
+            self._check_budget()
             return self.lookups.identities()
         except LookupFailed as error:
             self.failures.append(("identities", f"could not list the MAC addresses, serials and UUIDs in use "
@@ -252,9 +277,7 @@ class _Recorder:
             return set(), set(), set()
 
 
-def _restore_context(obj: Obj, policy: IdentityPolicy, lookups: Lookups,
-                     failures: list[tuple[str, str]]) -> RestoreContext:
-    recorder = _Recorder(lookups, failures)
+def _restore_context(obj: Obj, policy: IdentityPolicy, recorder: _Recorder) -> RestoreContext:
     macs, serials, uuids = recorder.identities(obj, policy)
     return RestoreContext(identity_policy=policy, macs_in_use=macs, serials_in_use=serials, uuids_in_use=uuids,
                           owner_uid=recorder.owner_uid, restored_pvc=recorder.restored_pvc)

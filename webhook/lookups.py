@@ -29,6 +29,9 @@ _KNOWN = {(k.group, k.kind): k for k in kinds.ALL_KINDS}
 
 
 class _TTLCache(Generic[T]):
+    #: past this many entries, expired ones are swept (owners of rolling ReplicaSets would pile up otherwise)
+    SWEEP_ABOVE = 1024
+
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic):
         self._ttl, self._clock = ttl, clock
         self._entries: dict[Any, tuple[float, T]] = {}
@@ -40,9 +43,16 @@ class _TTLCache(Generic[T]):
             entry = self._entries.get(key)
         if entry is not None and entry[0] > now:
             return entry[1]
+        return self.refresh(key, load)
+
+    def refresh(self, key: Any, load: Callable[[], T]) -> T:
+        """Load now, whatever is cached."""
         value = load()  # outside the lock: a slow lookup must not hold up other requests
+        now = self._clock()
         with self._lock:
             self._entries[key] = (now + self._ttl, value)
+            if len(self._entries) > self.SWEEP_ABOVE:
+                self._entries = {k: e for k, e in self._entries.items() if e[0] > now}
         return value
 
 
@@ -79,7 +89,7 @@ class ClusterLookups:
         except ApiError as error:
             if error.status == 404:
                 return None
-            raise LookupFailed(str(error)) from None
+            raise LookupFailed(str(error), forbidden=error.status == 403) from None
         except KubeError as error:
             raise LookupFailed(str(error)) from None
 
@@ -109,8 +119,14 @@ class ClusterLookups:
         if kind is None or not name:
             return None
         path = object_path(kind, version, namespace if kind.namespaced else "", name)
+        def load() -> str:
+            return _uid_or_raise(self._get(path))
+
         try:  # only existing owners are cached (the load raises otherwise): a missing one may be restored next
-            return self._owner_uids.get(path, lambda: _uid_or_raise(self._get(path)))
+            uid = self._owner_uids.get(path, load)
+            if uid != owner.get("uid"):  # the owner may have been recreated since it was cached: ask again
+                uid = self._owner_uids.refresh(path, load)
+            return uid
         except _Missing:
             return None
 
