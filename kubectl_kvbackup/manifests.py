@@ -98,10 +98,12 @@ def _deployment(settings: Settings) -> Obj:
             {"name": "KVBACKUP_WEBHOOK_TMP_DIR", "value": "/tmp"},
         ],
         "ports": [{"name": "https", "containerPort": PORT, "protocol": "TCP"}],
+        # probes share the worker threads with admission calls, which may wait up to ~4.5 s on a slow API server:
+        # a busy restore must not fail liveness and restart the webhook in the middle of it
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "https", "scheme": "HTTPS"},
-                           "periodSeconds": 5, "failureThreshold": 2},
+                           "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "https", "scheme": "HTTPS"},
-                          "initialDelaySeconds": 5, "periodSeconds": 10, "failureThreshold": 3},
+                          "initialDelaySeconds": 5, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6},
         # 2 workers of about 40 MiB each; the CPU limit leaves room for bursts of a restore's admission calls
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
