@@ -211,3 +211,14 @@ def test_help_for_every_action(action: str, capsys) -> None:
         main(["webhook", action, "--help"])
     assert exit_.value.code == 0
     assert "--namespace" in capsys.readouterr().out
+
+
+def test_install_refuses_a_cluster_without_match_conditions(fake_api, kubeconfig, capsys, monkeypatch) -> None:
+    from .fakeapi import discovery
+
+    monkeypatch.setitem(discovery.VERSION, "minor", "27")
+    monkeypatch.setitem(discovery.VERSION, "gitVersion", "v1.27.9")
+    code = main(["webhook", "install", "--kubeconfig", kubeconfig])
+    err = capsys.readouterr().err
+    assert code == 1 and "needs Kubernetes 1.28 or newer" in err and "v1.27.9" in err
+    assert fake_api.objects("admissionregistration.k8s.io", "MutatingWebhookConfiguration") == []

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from .. import certs, manifests, rules
-from ..cluster import ApiError, Connection, connect, object_path
+from ..cluster import ApiError, Connection, KubeError, connect, object_path
 from .common import UsageError, add_connection_flags, connection_options
 
 FIELD_MANAGER = "kubectl-kvbackup"
@@ -107,9 +107,22 @@ def _current_tls(connection: Connection, settings: manifests.Settings) -> certs.
     return found if certs.still_good(found.ca_pem, found.cert_pem, manifests.dns_names(settings)) else None
 
 
+MINIMUM_MINOR = 28  # matchConditions, which keep KubeVirt's and CDI's own requests away from the webhook
+
+
+def require_match_conditions(connection: Connection) -> None:
+    """On an older API server, matchConditions would be dropped silently and VM starts would reach the webhook."""
+    version = connection.request("GET", "/version")
+    major, minor = version.get("major", ""), "".join(ch for ch in str(version.get("minor", "")) if ch.isdigit())
+    if major == "1" and minor and int(minor) < MINIMUM_MINOR:
+        raise KubeError(f"error: the webhook needs Kubernetes 1.{MINIMUM_MINOR} or newer (matchConditions); this "
+                        f"cluster runs {version.get('gitVersion', f'{major}.{minor}')}")
+
+
 def run_install(args: argparse.Namespace) -> int:
     settings = _settings(args)
     connection = connect(connection_options(args))
+    require_match_conditions(connection)
     tls = _current_tls(connection, settings) or certs.issue(manifests.dns_names(settings))
     for obj in _render(settings, tls):
         if obj["kind"] == "Namespace":
