@@ -159,8 +159,16 @@ def test_install_renews_a_certificate_close_to_expiry_and_leaves_a_foreign_names
                            "tls.key": base64.b64encode(old.key_pem).decode()}})
     code, out = run("webhook", "install", "--namespace", "ops", "--kubeconfig", kubeconfig)
     assert code == 0 and "namespace/ops exists, left as it is" in out
-    renewed = fake_api.get_object("", "Secret", "ops", manifests.SECRET_NAME)["data"]["tls.crt"]
-    assert base64.b64decode(renewed) != old.cert_pem
+    renewed = fake_api.get_object("", "Secret", "ops", manifests.SECRET_NAME)["data"]
+    assert base64.b64decode(renewed["tls.crt"]) != old.cert_pem
+    # during the switch the API server trusts the new CA and the old one, which the pods still serve with
+    registration = fake_api.objects("admissionregistration.k8s.io", "MutatingWebhookConfiguration")[0]
+    assert {base64.b64decode(w["clientConfig"]["caBundle"]) for w in registration["webhooks"]} == {
+        base64.b64decode(renewed["ca.crt"]) + old.ca_pem}
+    run("webhook", "install", "--namespace", "ops", "--kubeconfig", kubeconfig)
+    registration = fake_api.objects("admissionregistration.k8s.io", "MutatingWebhookConfiguration")[0]
+    assert {base64.b64decode(w["clientConfig"]["caBundle"]) for w in registration["webhooks"]} == {
+        base64.b64decode(renewed["ca.crt"])}
     assert fake_api.get_object("", "Namespace", "", "ops")["metadata"]["labels"] == {"team": "a"}
     assert run("webhook", "uninstall", "--namespace", "ops", "--kubeconfig", kubeconfig)[0] == 0
     assert fake_api.get_object("", "Namespace", "", "ops") is not None

@@ -94,17 +94,15 @@ def _get(connection: Connection, path: str) -> dict[str, Any] | None:
         raise
 
 
-def _current_tls(connection: Connection, settings: manifests.Settings) -> certs.TLSMaterial | None:
-    """The certificate already installed, if it can be kept: re-installing then changes nothing a running webhook
-    or the API server relies on."""
+def _installed_tls(connection: Connection, settings: manifests.Settings) -> certs.TLSMaterial | None:
+    """The certificate material in the cluster's Secret, if any."""
     secret = _get(connection, _path({"apiVersion": "v1", "kind": "Secret",
                                      "metadata": {"name": manifests.SECRET_NAME, "namespace": settings.namespace}}))
     data = (secret or {}).get("data") or {}
     try:
-        found = certs.TLSMaterial(*(base64.b64decode(data[key]) for key in ("ca.crt", "tls.crt", "tls.key")))
+        return certs.TLSMaterial(*(base64.b64decode(data[key]) for key in ("ca.crt", "tls.crt", "tls.key")))
     except (KeyError, ValueError):
         return None
-    return found if certs.still_good(found.ca_pem, found.cert_pem, manifests.dns_names(settings)) else None
 
 
 MINIMUM_MINOR = 28  # matchConditions, which keep KubeVirt's and CDI's own requests away from the webhook
@@ -123,8 +121,18 @@ def run_install(args: argparse.Namespace) -> int:
     settings = _settings(args)
     connection = connect(connection_options(args))
     require_match_conditions(connection)
-    tls = _current_tls(connection, settings) or certs.issue(manifests.dns_names(settings))
+    installed = _installed_tls(connection, settings)
+    # keep a certificate that is still good: re-installing then changes nothing a running webhook relies on
+    if installed and certs.still_good(installed.ca_pem, installed.cert_pem, manifests.dns_names(settings)):
+        tls, previous_ca = installed, b""
+    else:
+        tls, previous_ca = certs.issue(manifests.dns_names(settings)), installed.ca_pem if installed else b""
     for obj in _render(settings, tls):
+        if obj["kind"] == "MutatingWebhookConfiguration" and previous_ca:
+            # until kubelet swaps the mounted Secret (up to a minute), the pods still serve the old certificate:
+            # the API server trusts both CAs meanwhile; the next install drops the old one
+            for webhook in obj["webhooks"]:
+                webhook["clientConfig"]["caBundle"] = base64.b64encode(tls.ca_pem + previous_ca).decode()
         if obj["kind"] == "Namespace":
             existing = _get(connection, _path(obj))
             if existing is not None and not _managed(existing):
