@@ -567,3 +567,23 @@ def test_json_patch_operations(ops, expected):
 def test_json_patch_errors(ops):
     with pytest.raises(PatchError):
         apply(DOC, ops)
+
+
+def test_match_conditions_are_evaluated_as_cel(fake_api, client, tls_webhook):
+    url, ca_bundle, reviews = tls_webhook
+    register_webhook(fake_api, url, ca_bundle, matchConditions=[
+        {"name": "not-robots", "expression": "!request.userInfo.username.startsWith('system:serviceaccount:')"},
+        {"name": "labelled", "expression": "has(object.metadata.labels) && 'restore' in object.metadata.labels"}])
+    core = CoreV1Api(client)
+    assert core.create_namespaced_config_map("default", cm("plain")).metadata.annotations is None
+    assert core.create_namespaced_config_map("default", cm("marked", restore="yes")).metadata.annotations
+    assert len(reviews) == 1
+
+
+def test_a_match_condition_that_cannot_be_evaluated_follows_the_failure_policy(fake_api, client, tls_webhook):
+    url, ca_bundle, reviews = tls_webhook
+    register_webhook(fake_api, url, ca_bundle, matchConditions=[{"name": "broken", "expression": "request.nope.deeper"}])
+    with pytest.raises(ApiException) as error:
+        CoreV1Api(client).create_namespaced_config_map("default", cm("x"))
+    assert error.value.status == 500 and "match conditions" in json.loads(error.value.body)["message"]
+    assert reviews == []

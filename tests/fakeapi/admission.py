@@ -13,9 +13,11 @@ from http.client import HTTPSConnection
 from typing import Any
 from urllib.parse import urlsplit
 
+import celpy
+
 from kubectl_kvbackup.selectors import SelectorError, selector_from_label_selector
 
-from . import jsonpatch
+from . import cel, jsonpatch
 from .status import ApiStatus, bad_request, internal_error
 from .storage import Admit, Store
 from .types import ResourceType
@@ -123,6 +125,13 @@ class Admission:
         }
         if sub:
             request["subResource"] = request["requestSubResource"] = sub
+        try:
+            if not cel.conditions_hold(webhook.get("matchConditions") or [], request):
+                return obj  # kube-apiserver skips the call: the webhook never sees the request
+        except (cel.ConditionError, celpy.CELEvalError) as error:
+            if webhook.get("failurePolicy", "Fail") == "Ignore":
+                return obj
+            raise internal_error(f'failed to evaluate match conditions of webhook "{name}": {error}') from None
         review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
         try:
             response = self._post(webhook, review)
