@@ -49,6 +49,11 @@ def test_malformed_and_oversized_requests_get_clear_errors_and_the_server_lives_
     huge["request"]["object"]["metadata"]["annotations"] = {"blob": "x" * (3 * 1024 * 1024)}
     status, body = post_review(server.connection(), huge)
     assert status == 413 and body["response"]["allowed"] is False
+    chunked = server.connection()  # no Content-Length: the body is cut at the limit, and that is what is said
+    chunked.request("POST", "/mutate", body=iter([json.dumps(huge).encode()]),
+                    headers={"Content-Type": "application/json"}, encode_chunked=True)
+    response = chunked.getresponse()
+    assert response.status == 413 and json.loads(response.read())["response"]["status"]["code"] == 413
     assert server.get("/healthz") == (200, "ok\n")
 
 

@@ -59,10 +59,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.post("/mutate")
     def mutate() -> Response:
         started = time.perf_counter()
-        return reply(admission.review(request.get_data(cache=False), lookups, policy), started)
+        body = request.get_data(cache=False)
+        if request.content_length is None and len(body) >= app.config["MAX_CONTENT_LENGTH"]:
+            # a chunked body is cut at the limit rather than refused: say so, not "malformed JSON"
+            return too_large(None)
+        return reply(admission.review(body, lookups, policy), started)
 
     @app.errorhandler(RequestEntityTooLarge)
-    def too_large(_: RequestEntityTooLarge) -> Response:
+    def too_large(_: RequestEntityTooLarge | None) -> Response:
         limit = app.config["MAX_CONTENT_LENGTH"]
         _drain(request.environ.get("wsgi.input"), min(request.content_length or 0, DRAIN_LIMIT_FACTOR * limit))
         return reply(admission.invalid(f"the AdmissionReview is larger than {limit} bytes, more than the API server "
