@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kubectl_kvbackup import rules
-from kubectl_kvbackup.rules import IdentityPolicy, RestoreContext
+from kubectl_kvbackup.rules import IdentitiesInUse, IdentityPolicy, RestoreContext
 
 from .helpers import obj
 
@@ -177,14 +177,15 @@ def _identity(result):
 
 def test_identity_policy_keep_leaves_values():
     macs, serial, uid = _identity(rules.restore_object(_identity_vm(), RestoreContext(
-        identity_policy=IdentityPolicy.KEEP, macs_in_use={"02:00:00:00:00:01"}, serials_in_use={"s-1"})))
+        identity_policy=IdentityPolicy.KEEP,
+        identities_in_use=IdentitiesInUse(macs={"02:00:00:00:00:01"}, serials={"s-1"}))))
     assert macs == ["02:00:00:00:00:01", "02:00:00:00:00:02"] and serial == "s-1"
 
 
 def test_identity_policy_clear_on_collision_clears_only_colliding_values():
     macs, serial, uid = _identity(rules.restore_object(_identity_vm(), RestoreContext(
-        identity_policy=IdentityPolicy.CLEAR_ON_COLLISION, macs_in_use={"02:00:00:00:00:01"},
-        serials_in_use=set(), uuids_in_use={"5d307ca9-b3ef-428c-8861-06e72d69f223"})))
+        identity_policy=IdentityPolicy.CLEAR_ON_COLLISION, identities_in_use=IdentitiesInUse(
+            macs={"02:00:00:00:00:01"}, serials=set(), uuids={"5d307ca9-b3ef-428c-8861-06e72d69f223"}))))
     assert macs == [None, "02:00:00:00:00:02"]
     assert serial == "s-1"
     assert uid != "5d307ca9-b3ef-428c-8861-06e72d69f223"

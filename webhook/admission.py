@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from kubectl_kvbackup import kinds, rules
 from kubectl_kvbackup.kinds import group_of
-from kubectl_kvbackup.rules import IdentityPolicy, RestoreContext
+from kubectl_kvbackup.rules import IdentitiesInUse, IdentityPolicy, RestoreContext
 
 from . import jsonpatch
 
@@ -279,5 +279,5 @@ class _Recorder:
 
 def _restore_context(obj: Obj, policy: IdentityPolicy, recorder: _Recorder) -> RestoreContext:
     macs, serials, uuids = recorder.identities(obj, policy)
-    return RestoreContext(identity_policy=policy, macs_in_use=macs, serials_in_use=serials, uuids_in_use=uuids,
+    return RestoreContext(identity_policy=policy, identities_in_use=IdentitiesInUse(macs, serials, uuids),
                           owner_uid=recorder.owner_uid, restored_pvc=recorder.restored_pvc)

@@ -1,0 +1,72 @@
+"""What every rule reads: the annotations and labels KubeVirt, CDI and kvbackup put on objects, and small accessors.
+
+Nothing here does I/O or changes its argument.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .. import kinds
+from ..kinds import group_of
+
+Obj = dict[str, Any]
+
+RESTORE_LABEL = "kvbackup.kubevirt.io/restore"
+VELERO_RESTORE_LABEL = "velero.io/restore-name"
+RESTORE_MODE_NAMESPACE_LABEL = "kvbackup.kubevirt.io/restore-mode"
+OWNER_REFERENCES_ANNOTATION = "kvbackup.kubevirt.io/owner-references"
+PREPOPULATED_ANNOTATION = "cdi.kubevirt.io/storage.prePopulated"
+POPULATED_FOR_ANNOTATION = "cdi.kubevirt.io/storage.populatedFor"
+CREATED_FOR_DATA_VOLUME_ANNOTATION = "cdi.kubevirt.io/createdForDataVolume"
+POD_PHASE_ANNOTATION = "cdi.kubevirt.io/storage.pod.phase"
+POPULATOR_PROGRESS_ANNOTATION = "cdi.kubevirt.io/storage.populator.progress"
+VM_GENERATION_ANNOTATION = "kubevirt.io/vm-generation"
+VM_OWNER_KINDS = ("VirtualMachine", "VirtualMachineInstanceReplicaSet", "VirtualMachinePool")
+
+
+@dataclass(frozen=True)
+class Decision:
+    restore: bool
+    rule: str
+    reason: str
+
+
+RESTORE = Decision(True, "", "")
+
+
+def meta_of(obj: Obj) -> Obj:
+    """The object's metadata, created empty when absent (for rules that change a copy)."""
+    return obj.setdefault("metadata", {})
+
+
+def annotations_of(obj: Obj) -> dict[str, str]:
+    """The object's annotations, created empty when absent or null (for rules that change a copy)."""
+    meta = meta_of(obj)
+    if meta.get("annotations") is None:
+        meta["annotations"] = {}
+    return meta["annotations"]
+
+
+def owner_references(obj: Obj) -> list[Obj]:
+    """The object's ownerReferences, or those an apply-ready bundle set aside in an annotation."""
+    meta = obj.get("metadata") or {}
+    if meta.get("ownerReferences"):
+        return meta["ownerReferences"]
+    stashed = (meta.get("annotations") or {}).get(OWNER_REFERENCES_ANNOTATION)
+    try:
+        owners = json.loads(stashed) if stashed else []
+    except ValueError:
+        return []
+    return [o for o in owners if isinstance(o, dict)] if isinstance(owners, list) else []
+
+
+def controller_reference(owners: list[Obj]) -> Obj | None:
+    return next((o for o in owners if o.get("controller")), None)
+
+
+def is_kind(obj: Obj, kind: kinds.Kind) -> bool:
+    """Group and kind both match: a VM is not a VMI, a CDI object is not a core one."""
+    return group_of(obj.get("apiVersion", "")) == kind.group and obj.get("kind") == kind.kind
