@@ -30,6 +30,10 @@ DV_OWNER = {"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "name
 
 # --- export time ---
 
+def restored(obj: dict, ctx: RestoreContext) -> dict:
+    return rules.restore_object(obj, ctx).object
+
+
 def test_revision_names_move_from_status_into_spec():
     source = obj("kubevirt.io/v1", "VirtualMachine", "vm1",
                  spec={"instancetype": {"name": "u1"}, "preference": {"name": "p", "revisionName": "keep-me"}},
@@ -106,44 +110,44 @@ def test_owner_references_are_repointed_or_dropped_never_kept_with_old_uid():
 def test_restricted_vmi_labels_are_stripped_from_standalone_vmis():
     labels = {label: "x" for label in rules.RESTRICTED_VMI_LABELS} | {"app": "db"}
     standalone = obj("kubevirt.io/v1", "VirtualMachineInstance", "solo", metadata={"labels": labels})
-    result = rules.restore_object(standalone, RestoreContext(identity_policy=IdentityPolicy.KEEP))
+    result = restored(standalone, RestoreContext(identity_policy=IdentityPolicy.KEEP))
     assert result["metadata"]["labels"] == {"app": "db"}
 
 
 def test_pvc_binding_annotations_dropped_but_cdi_phase_kept():
     annotations = {key: "x" for key in rules.PVC_BINDING_ANNOTATIONS} | {"cdi.kubevirt.io/storage.pod.phase":
                                                                           "Succeeded"}
-    result = rules.restore_object(obj("v1", "PersistentVolumeClaim", "data", metadata={"annotations": annotations}),
+    result = restored(obj("v1", "PersistentVolumeClaim", "data", metadata={"annotations": annotations}),
                                   RestoreContext())
     assert result["metadata"]["annotations"] == {"cdi.kubevirt.io/storage.pod.phase": "Succeeded"}
 
 
 def test_restore_marks_pvc_of_data_volume_populated_for():
-    result = rules.restore_object(pvc(ownerReferences=[DV_OWNER]), RestoreContext(owner_uid=lambda o, ns: "new"))
+    result = restored(pvc(ownerReferences=[DV_OWNER]), RestoreContext(owner_uid=lambda o, ns: "new"))
     assert result["metadata"]["annotations"][rules.POPULATED_FOR_ANNOTATION] == "dv1"
 
 
 def test_restore_marks_data_volume_prepopulated_from_status_or_restored_pvc():
-    assert rules.PREPOPULATED_ANNOTATION in rules.restore_object(dv("Succeeded"), RestoreContext())["metadata"][
+    assert rules.PREPOPULATED_ANNOTATION in restored(dv("Succeeded"), RestoreContext())["metadata"][
         "annotations"]
     stripped = dv()
-    assert rules.PREPOPULATED_ANNOTATION not in (rules.restore_object(stripped, RestoreContext())["metadata"].get(
+    assert rules.PREPOPULATED_ANNOTATION not in (restored(stripped, RestoreContext())["metadata"].get(
         "annotations") or {})
     populated = pvc(annotations={rules.POPULATED_FOR_ANNOTATION: "dv1"})
     with_pvc = RestoreContext(restored_pvc=lambda ns, name: populated if name == "dv1" else None)
-    assert rules.restore_object(stripped, with_pvc)["metadata"]["annotations"][rules.PREPOPULATED_ANNOTATION] == "dv1"
+    assert restored(stripped, with_pvc)["metadata"]["annotations"][rules.PREPOPULATED_ANNOTATION] == "dv1"
 
 
 def test_an_unfinished_import_is_never_marked_populated():
     importing = RestoreContext(restored_pvc=lambda ns, name: pvc(annotations={rules.POD_PHASE_ANNOTATION: "Running"}))
-    assert rules.PREPOPULATED_ANNOTATION not in (rules.restore_object(dv(), importing)["metadata"].get(
+    assert rules.PREPOPULATED_ANNOTATION not in (restored(dv(), importing)["metadata"].get(
         "annotations") or {})
     bare = RestoreContext(restored_pvc=lambda ns, name: pvc())  # a PVC that says nothing of its data
-    assert rules.PREPOPULATED_ANNOTATION not in (rules.restore_object(dv(), bare)["metadata"].get(
+    assert rules.PREPOPULATED_ANNOTATION not in (restored(dv(), bare)["metadata"].get(
         "annotations") or {})
     done = RestoreContext(restored_pvc=lambda ns, name: pvc(annotations={rules.POD_PHASE_ANNOTATION: "Succeeded"}))
     # the request's own status wins over the PVC
-    assert rules.PREPOPULATED_ANNOTATION not in (rules.restore_object(dv("ImportInProgress"), done)["metadata"].get(
+    assert rules.PREPOPULATED_ANNOTATION not in (restored(dv("ImportInProgress"), done)["metadata"].get(
         "annotations") or {})
     unfinished = pvc(ownerReferences=[DV_OWNER], annotations={rules.POD_PHASE_ANNOTATION: "Pending"})
     assert rules.restore_decision(unfinished).rule == "pvc-of-unfinished-datavolume"
@@ -176,14 +180,14 @@ def _identity(result):
 
 
 def test_identity_policy_keep_leaves_values():
-    macs, serial, uid = _identity(rules.restore_object(_identity_vm(), RestoreContext(
+    macs, serial, uid = _identity(restored(_identity_vm(), RestoreContext(
         identity_policy=IdentityPolicy.KEEP,
         identities_in_use=IdentitiesInUse(macs={"02:00:00:00:00:01"}, serials={"s-1"}))))
     assert macs == ["02:00:00:00:00:01", "02:00:00:00:00:02"] and serial == "s-1"
 
 
 def test_identity_policy_clear_on_collision_clears_only_colliding_values():
-    macs, serial, uid = _identity(rules.restore_object(_identity_vm(), RestoreContext(
+    macs, serial, uid = _identity(restored(_identity_vm(), RestoreContext(
         identity_policy=IdentityPolicy.CLEAR_ON_COLLISION, identities_in_use=IdentitiesInUse(
             macs={"02:00:00:00:00:01"}, serials=set(), uuids={"5d307ca9-b3ef-428c-8861-06e72d69f223"}))))
     assert macs == [None, "02:00:00:00:00:02"]
@@ -192,7 +196,7 @@ def test_identity_policy_clear_on_collision_clears_only_colliding_values():
 
 
 def test_identity_policy_clear_clears_macs_and_regenerates_serial_and_uuid():
-    macs, serial, uid = _identity(rules.restore_object(_identity_vm(), RestoreContext(
+    macs, serial, uid = _identity(restored(_identity_vm(), RestoreContext(
         identity_policy=IdentityPolicy.CLEAR)))
     assert macs == [None, None]
     assert serial != "s-1" and uid != "5d307ca9-b3ef-428c-8861-06e72d69f223"
@@ -221,15 +225,15 @@ def test_owner_references_set_aside_for_apply_and_restored_with_new_uids():
     assert "ownerReferences" not in aside["metadata"]
     assert rules.owner_references(aside) == [DV_OWNER]
     assert rules.data_volume_owner(aside) == "dv1"
-    restored = rules.restore_object(aside, RestoreContext(owner_uid=lambda owner, ns: "new-dv"))
-    assert restored["metadata"]["ownerReferences"] == [{**DV_OWNER, "uid": "new-dv"}]
-    assert rules.OWNER_REFERENCES_ANNOTATION not in restored["metadata"]["annotations"]
-    orphaned = rules.restore_object(aside, RestoreContext())
+    repointed = restored(aside, RestoreContext(owner_uid=lambda owner, ns: "new-dv"))
+    assert repointed["metadata"]["ownerReferences"] == [{**DV_OWNER, "uid": "new-dv"}]
+    assert rules.OWNER_REFERENCES_ANNOTATION not in repointed["metadata"]["annotations"]
+    orphaned = restored(aside, RestoreContext())
     assert "ownerReferences" not in orphaned["metadata"]
 
 
 def test_data_volume_with_a_generated_name_is_not_marked():
     generated = obj("cdi.kubevirt.io/v1beta1", "DataVolume", "", metadata={"generateName": "dv-"},
                     status={"phase": "Succeeded"})
-    result = rules.restore_object(generated, RestoreContext())
+    result = restored(generated, RestoreContext())
     assert rules.PREPOPULATED_ANNOTATION not in (result["metadata"].get("annotations") or {})

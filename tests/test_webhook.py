@@ -284,7 +284,7 @@ def test_rules_module_is_what_the_webhook_calls() -> None:
     """No rule is re-implemented here: the webhook's prePopulated value is the rules' constant and result."""
     review = load("dv-succeeded-velero")["review"]
     response = post(app_for().test_client(), review).get_json()["response"]
-    expected = rules.restore_object(review["request"]["object"], rules.RestoreContext())
+    expected = rules.restore_object(review["request"]["object"], rules.RestoreContext()).object
     assert apply_patch.apply(review["request"]["object"], decoded_patch(response)) == expected
 
 

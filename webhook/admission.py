@@ -175,12 +175,14 @@ def _judge(request: Obj, lookups: Lookups, policy: IdentityPolicy) -> Outcome:
         message = (f"kvbackup restore rules: {kind} {namespace}/{name} must not be restored (rule {decision.rule}): "
                    f"{decision.reason}; leave it out of the restore")
         return Outcome(200, answer(uid, False, code=403, reason="Forbidden", message=message), kind, "denied")
-    mutated = rules.restore_object(work, _restore_context(work, policy, _Recorder(lookups, failures, started)))
-    return _allowed(uid, kind, jsonpatch.diff(work, mutated), failures)
+    mutated, changes = rules.restore_object(work, _restore_context(work, policy, _Recorder(lookups, failures, started)))
+    return _allowed(uid, kind, jsonpatch.diff(work, mutated), failures, [f"changed {change}" for change in changes])
 
 
-def _allowed(uid: str, kind: str, patch: list[Obj], failures: list[tuple[str, str]]) -> Outcome:
-    return Outcome(200, answer(uid, True, patch=patch, warnings=[f"kvbackup: {text}" for _, text in failures]),
+def _allowed(uid: str, kind: str, patch: list[Obj], failures: list[tuple[str, str]],
+             notes: list[str] | None = None) -> Outcome:
+    warnings = [f"kvbackup: {text}" for text in [*(notes or []), *(text for _, text in failures)]]
+    return Outcome(200, answer(uid, True, patch=patch, warnings=warnings),
                    kind, "patched" if patch else "allowed", tuple(lookup for lookup, _ in failures))
 
 

@@ -12,8 +12,8 @@ from .identity import IdentitiesInUse, IdentityPolicy, apply_identity_policy, id
 from .objects import (CREATED_FOR_DATA_VOLUME_ANNOTATION, OWNER_REFERENCES_ANNOTATION, POD_PHASE_ANNOTATION,
                       POPULATED_FOR_ANNOTATION, POPULATOR_PROGRESS_ANNOTATION, PREPOPULATED_ANNOTATION, RESTORE,
                       RESTORE_LABEL, RESTORE_MODE_NAMESPACE_LABEL, VELERO_RESTORE_LABEL, VM_GENERATION_ANNOTATION,
-                      VM_OWNER_KINDS, Decision, Obj, owner_references)
-from .restore import (PVC_BINDING_ANNOTATIONS, RESTRICTED_VMI_LABELS, SERVER_SET_METADATA, RestoreContext,
+                      VM_OWNER_KINDS, Change, Decision, Obj, owner_references)
+from .restore import (PVC_BINDING_ANNOTATIONS, RESTRICTED_VMI_LABELS, SERVER_SET_METADATA, RestoreContext, Restored,
                       data_volume_data_restored, drop_pvc_binding_annotations, remap_owner_references,
                       restore_object, sanitize_metadata, set_aside_owner_references, strip_restricted_vmi_labels)
 
@@ -25,8 +25,8 @@ __all__ = [
     "CREATED_FOR_DATA_VOLUME_ANNOTATION", "OWNER_REFERENCES_ANNOTATION", "POD_PHASE_ANNOTATION",
     "POPULATED_FOR_ANNOTATION", "POPULATOR_PROGRESS_ANNOTATION", "PREPOPULATED_ANNOTATION", "RESTORE",
     "RESTORE_LABEL", "RESTORE_MODE_NAMESPACE_LABEL", "VELERO_RESTORE_LABEL", "VM_GENERATION_ANNOTATION",
-    "VM_OWNER_KINDS", "Decision", "Obj", "owner_references",
-    "PVC_BINDING_ANNOTATIONS", "RESTRICTED_VMI_LABELS", "SERVER_SET_METADATA", "RestoreContext",
+    "VM_OWNER_KINDS", "Change", "Decision", "Obj", "owner_references",
+    "PVC_BINDING_ANNOTATIONS", "RESTRICTED_VMI_LABELS", "SERVER_SET_METADATA", "RestoreContext", "Restored",
     "data_volume_data_restored", "drop_pvc_binding_annotations", "remap_owner_references", "restore_object",
     "sanitize_metadata", "set_aside_owner_references", "strip_restricted_vmi_labels",
 ]

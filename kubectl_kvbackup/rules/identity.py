@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from .. import kinds
-from .objects import Obj, is_kind
+from .objects import Change, Obj, is_kind
 
 
 class IdentityPolicy(str, Enum):
@@ -51,7 +51,7 @@ def normalize_mac(mac: str) -> str:
     return mac.strip().lower().replace("-", ":")
 
 
-def apply_identity_policy(obj: Obj, policy: IdentityPolicy, in_use: IdentitiesInUse) -> Obj:
+def apply_identity_policy(obj: Obj, policy: IdentityPolicy, in_use: IdentitiesInUse) -> tuple[Obj, list[Change]]:
     """Two VMs with the same MAC break the network; the same firmware serial/uuid confuses guests and licences.
 
     ``clear`` removes MACs (KubeVirt's pool assigns new ones) and regenerates serial and uuid; ``clear-on-collision``
@@ -59,17 +59,22 @@ def apply_identity_policy(obj: Obj, policy: IdentityPolicy, in_use: IdentitiesIn
     """
     result = copy.deepcopy(obj)
     spec = _vmi_spec(result)
+    changes: list[Change] = []
     if spec is None or policy is IdentityPolicy.KEEP:
-        return result
+        return result, changes
     clear_all = policy is IdentityPolicy.CLEAR
+    why = f"identity policy {policy.value}" if clear_all else "already in use in the cluster"
+    prefix = "spec.template.spec" if is_kind(obj, kinds.VM) else "spec"
     domain = spec.get("domain") or {}
-    for interface in (domain.get("devices") or {}).get("interfaces") or []:
+    for i, interface in enumerate((domain.get("devices") or {}).get("interfaces") or []):
         mac = interface.get("macAddress")
         if mac and (clear_all or normalize_mac(mac) in in_use.macs):
             del interface["macAddress"]
+            changes.append(Change("identity", f"{prefix}.domain.devices.interfaces[{i}].macAddress", mac, None, why))
     firmware = domain.get("firmware") or {}
-    if firmware.get("serial") and (clear_all or firmware["serial"] in in_use.serials):
-        firmware["serial"] = str(uuid.uuid4())
-    if firmware.get("uuid") and (clear_all or str(firmware["uuid"]).lower() in in_use.uuids):
-        firmware["uuid"] = str(uuid.uuid4())
-    return result
+    for key, values in (("serial", in_use.serials), ("uuid", in_use.uuids)):
+        old = firmware.get(key)
+        if old and (clear_all or (str(old).lower() if key == "uuid" else old) in values):
+            firmware[key] = str(uuid.uuid4())
+            changes.append(Change("identity", f"{prefix}.domain.firmware.{key}", str(old), firmware[key], why))
+    return result, changes

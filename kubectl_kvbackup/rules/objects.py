@@ -37,6 +37,20 @@ class Decision:
 RESTORE = Decision(True, "", "")
 
 
+@dataclass(frozen=True)
+class Change:
+    """A value a restore rule changed that the user must hear about (old -> new), where and why."""
+
+    rule: str
+    path: str
+    old: str
+    new: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.old} -> {self.new if self.new is not None else '(removed)'} ({self.reason})"
+
+
 def meta_of(obj: Obj) -> Obj:
     """The object's metadata, created empty when absent (for rules that change a copy)."""
     return obj.setdefault("metadata", {})

@@ -8,13 +8,13 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from .. import kinds
 from ..graph.edges import controller_of
 from .export import copy_revision_names, data_volume_owner, import_unfinished, mark_populated_for, mark_prepopulated
 from .identity import IdentitiesInUse, IdentityPolicy, apply_identity_policy
-from .objects import (OWNER_REFERENCES_ANNOTATION, POD_PHASE_ANNOTATION, POPULATED_FOR_ANNOTATION, Obj,
+from .objects import (OWNER_REFERENCES_ANNOTATION, Change, POD_PHASE_ANNOTATION, POPULATED_FOR_ANNOTATION, Obj,
                       annotations_of, is_kind, meta_of, owner_references)
 
 RESTRICTED_VMI_LABELS = (
@@ -35,6 +35,13 @@ class RestoreContext:
     owner_uid: Callable[[Obj, str], str | None] = lambda owner, namespace: None
     #: a PVC already restored in the target cluster
     restored_pvc: Callable[[str, str], Obj | None] = lambda namespace, name: None
+
+
+class Restored(NamedTuple):
+    """An object as it is to be created, and the changes the user must be told of."""
+
+    object: Obj
+    changes: list[Change]
 
 
 def data_volume_data_restored(dv: Obj, restored_pvc: Obj | None) -> bool:
@@ -117,10 +124,11 @@ def drop_pvc_binding_annotations(pvc: Obj) -> Obj:
     return _without_metadata_keys(pvc, "annotations", PVC_BINDING_ANNOTATIONS)
 
 
-def restore_object(obj: Obj, ctx: RestoreContext) -> Obj:
+def restore_object(obj: Obj, ctx: RestoreContext) -> Restored:
     """Every restore-time rule for the object's kind, applied to a copy. Server-set metadata is not touched here:
     the webhook sees objects the API server already owns; ``sanitize_metadata`` is for tools that create them."""
     result = remap_owner_references(obj, ctx.owner_uid)
+    changes: list[Change] = []
     if is_kind(result, kinds.DATA_VOLUME):
         name, namespace = meta_of(result).get("name", ""), meta_of(result).get("namespace", "")
         if name and data_volume_data_restored(result, ctx.restored_pvc(namespace, name) if name else None):
@@ -133,8 +141,8 @@ def restore_object(obj: Obj, ctx: RestoreContext) -> Obj:
     elif is_kind(result, kinds.VMI):
         if controller_of(obj) is None:
             result = strip_restricted_vmi_labels(result)
-        result = apply_identity_policy(result, ctx.identity_policy, ctx.identities_in_use)
+        result, changes = apply_identity_policy(result, ctx.identity_policy, ctx.identities_in_use)
     elif is_kind(result, kinds.VM):
-        result = apply_identity_policy(copy_revision_names(result), ctx.identity_policy,
-                                       ctx.identities_in_use)
-    return result
+        result, changes = apply_identity_policy(copy_revision_names(result), ctx.identity_policy,
+                                                ctx.identities_in_use)
+    return Restored(result, changes)
