@@ -61,11 +61,13 @@ NETWORK_ATTACHMENT_DEFINITION = Kind("k8s.cni.cncf.io", "v1", "NetworkAttachment
                                      "network-attachment-definitions", short_names=("net-attach-def",))
 VOLUME_SNAPSHOT = Kind("snapshot.storage.k8s.io", "v1", "VolumeSnapshot", "volumesnapshots",
                        short_names=("vs",))
+VOLUME_SNAPSHOT_CONTENT = Kind("snapshot.storage.k8s.io", "v1", "VolumeSnapshotContent", "volumesnapshotcontents",
+                               namespaced=False, short_names=("vsc", "vscs"))
 
 ALL_KINDS: tuple[Kind, ...] = (
     VM, VMI, VMIRS, VMPOOL, INSTANCETYPE, CLUSTER_INSTANCETYPE, PREFERENCE, CLUSTER_PREFERENCE,
     CONTROLLER_REVISION, POD, PVC, CONFIG_MAP, SECRET, SERVICE_ACCOUNT, NAMESPACE, DATA_VOLUME, DATA_SOURCE,
-    NETWORK_ATTACHMENT_DEFINITION, VOLUME_SNAPSHOT,
+    NETWORK_ATTACHMENT_DEFINITION, VOLUME_SNAPSHOT, VOLUME_SNAPSHOT_CONTENT,
 )
 
 #: Kinds a graph may start from: the things KubeVirt runs.

@@ -95,6 +95,7 @@ DEFAULT_TYPES: tuple[ResourceType, ...] = (
     _crd("cdi.kubevirt.io", "v1beta1", "DataVolume", "datavolumes", ("dv", "dvs")),
     _crd("cdi.kubevirt.io", "v1beta1", "DataSource", "datasources", ("das",)),
     _crd("snapshot.storage.k8s.io", "v1", "VolumeSnapshot", "volumesnapshots", ("vs",)),
+    _crd("snapshot.storage.k8s.io", "v1", "VolumeSnapshotContent", "volumesnapshotcontents", ("vsc", "vscs"), False),
     _crd("snapshot.storage.k8s.io", "v1", "VolumeSnapshotClass", "volumesnapshotclasses", ("vsclass", "vsclasses"),
               False, ()),
     _crd("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition", "network-attachment-definitions",
