@@ -140,7 +140,12 @@ class Connection:
         return decoded
 
     def list_pages(self, path: str, label_selector: str = "") -> Iterator[dict[str, Any]]:
-        """Every item of a LIST, fetched in pages of LIST_PAGE_SIZE as kubectl does."""
+        """Every item of a LIST, fetched in pages of LIST_PAGE_SIZE as kubectl does.
+
+        A list that outlives its continue token (etcd compacts every 5 minutes) is answered 410 Expired with a
+        token that continues after the last item at the latest state (apiserver's etcd3 store,
+        handleCompactedErrorForPaging): the list goes on from it, so no item is fetched twice; objects changed in
+        between may show in their newer state, as with any list that is not one snapshot."""
         token = ""
         while True:
             query: list[tuple[str, Any]] = [("limit", LIST_PAGE_SIZE)]
@@ -148,11 +153,24 @@ class Connection:
                 query.append(("continue", token))
             if label_selector:
                 query.append(("labelSelector", label_selector))
-            page = self.request("GET", path, query)
+            try:
+                page = self.request("GET", path, query)
+            except ApiError as error:
+                token = _fresh_continue(error, token)
+                continue
             yield from page.get("items") or []
             token = (page.get("metadata") or {}).get("continue") or ""
             if not token:
                 return
+
+
+def _fresh_continue(error: ApiError, token: str) -> str:
+    """The token a 410 Expired for a continued list offers; any other error, or none offered, is raised."""
+    fresh = (error.body.get("metadata") or {}).get("continue") if error.status == 410 and token else None
+    if not fresh or fresh == token:
+        raise error
+    log.debug("continue token expired; continuing from the token the server offered")
+    return fresh
 
 
 def _reason_for(status: int) -> str:

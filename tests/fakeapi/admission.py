@@ -26,6 +26,18 @@ Obj = dict[str, Any]
 
 
 @dataclass(frozen=True)
+class UserInfo:
+    """Who sent a request, as authentication tells admission (authentication/v1 UserInfo)."""
+
+    username: str
+    uid: str
+    groups: tuple[str, ...]
+
+    def as_admission(self) -> Obj:
+        return {"username": self.username, "uid": self.uid, "groups": list(self.groups)}
+
+
+@dataclass(frozen=True)
 class Call:
     webhook: str
     operation: str
@@ -68,24 +80,44 @@ class Admission:
         with self._lock:
             return list(self._calls)
 
-    def admitter(self, rt: ResourceType, user: str, dry_run: bool) -> Admit:
-        return lambda operation, obj, old, sub: self.admit(rt, operation, obj, old, sub, user, dry_run)
+    def admitter(self, rt: ResourceType, user: UserInfo, namespace: str | None, options: Obj) -> Admit:
+        """The admission chain of one request; ``options`` are the request's (dryRun, fieldManager)."""
+        return lambda operation, obj, old, sub: self.admit(rt, operation, obj, old, sub, user, namespace or "",
+                                                           options)
 
-    def admit(self, rt: ResourceType, operation: str, obj: Obj, old: Obj | None, sub: str | None, user: str,
-              dry_run: bool) -> Obj:
-        """Run every matching webhook, configurations in name order; return the object as they leave it."""
+    def admit(self, rt: ResourceType, operation: str, obj: Obj, old: Obj | None, sub: str | None, user: UserInfo,
+              namespace: str, options: Obj) -> Obj:
+        """Run every matching webhook as mutating/dispatcher.go does: configurations in name order, webhooks in
+        their order; then, once, the webhooks with ``reinvocationPolicy: IfNeeded`` that a later webhook's change
+        followed (staging/src/k8s.io/apiserver/pkg/admission/plugin/webhook/mutating/dispatcher.go and
+        reinvocationcontext.go; configuration order: configuration/mutating_webhook_manager.go)."""
         if rt.group == "admissionregistration.k8s.io":
             return obj  # kube never sends webhook configurations to webhooks, so none can lock a cluster out
         configurations = self._store.objects(self._store.registry.named("admissionregistration.k8s.io",
                                                                         "MutatingWebhookConfiguration"))
-        for configuration in sorted(configurations, key=lambda c: c["metadata"]["name"]):
-            for webhook in configuration.get("webhooks") or []:
-                if self._selected(webhook, rt, operation, obj, old, sub):
-                    obj = self._call(webhook, rt, operation, obj, old, sub, user, dry_run)
+        webhooks = [(c["metadata"].get("uid", ""), w) for c in sorted(configurations, key=lambda c: c["metadata"]["name"])
+                    for w in c.get("webhooks") or []]
+        invoked_reinvocable: list[str] = []  # IfNeeded webhooks called so far, by configuration uid and name
+        to_reinvoke: set[str] = set()
+        for round_ in (0, 1):
+            for configuration_uid, webhook in webhooks:
+                identity = f"{configuration_uid}/{webhook.get('name', '')}"
+                if round_ == 1 and identity not in to_reinvoke:
+                    continue  # a reinvocation never calls a webhook for the first time
+                if not self._selected(webhook, rt, operation, obj, old, sub, namespace):
+                    continue
+                before = obj
+                obj = self._call(webhook, rt, operation, obj, old, sub, user, namespace, options)
+                if obj != before:
+                    to_reinvoke.update(invoked_reinvocable)
+                if webhook.get("reinvocationPolicy") == "IfNeeded" and round_ == 0:
+                    invoked_reinvocable.append(identity)
+            if not to_reinvoke:
+                break
         return obj
 
     def _selected(self, webhook: Obj, rt: ResourceType, operation: str, obj: Obj, old: Obj | None,
-                  sub: str | None) -> bool:
+                  sub: str | None, name: str) -> bool:
         if not any(_rule_matches(rule, rt, operation, sub) for rule in webhook.get("rules") or []):
             return False
         try:
@@ -100,28 +132,26 @@ class Admission:
             return namespaces.matches(_labels(obj))  # a namespace is matched on its own labels
         if not rt.namespaced:
             return True
-        name = obj["metadata"].get("namespace", "")
         namespace_type = self._store.registry.named("", "Namespace")
         namespace = self._store.stored(namespace_type, "", name) if namespace_type else None
         return namespaces.matches({**_labels(namespace or {}), "kubernetes.io/metadata.name": name})
 
     def _call(self, webhook: Obj, rt: ResourceType, operation: str, obj: Obj, old: Obj | None, sub: str | None,
-              user: str, dry_run: bool) -> Obj:
+              user: UserInfo, namespace: str, options: Obj) -> Obj:
         name = webhook.get("name", "")
-        if dry_run and webhook.get("sideEffects") not in ("None", "NoneOnDryRun"):
+        if options.get("dryRun") and webhook.get("sideEffects") not in ("None", "NoneOnDryRun"):
             raise bad_request(f'admission webhook "{name}" does not support dry run')
-        meta = obj.get("metadata") or {}
         gvk = {"group": rt.group, "version": rt.version, "kind": rt.kind}
         gvr = {"group": rt.group, "version": rt.version, "resource": rt.plural}
-        groups = ["system:serviceaccounts", f"system:serviceaccounts:{user.split(':')[2]}"] \
-            if user.startswith("system:serviceaccount:") else []
+        # AdmissionRequest omits an empty name (generateName) and namespace (cluster scope): omitempty
         request: Obj = {
             "uid": str(uuid.uuid4()), "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
-            "name": meta.get("name", ""), "namespace": meta.get("namespace", ""), "operation": operation,
-            "userInfo": {"username": user, "groups": groups + ["system:authenticated"]},
-            "object": copy.deepcopy(obj), "oldObject": copy.deepcopy(old), "dryRun": dry_run,
+            **({"name": (obj.get("metadata") or {}).get("name")} if (obj.get("metadata") or {}).get("name") else {}),
+            **({"namespace": namespace} if namespace else {}), "operation": operation,
+            "userInfo": user.as_admission(), "object": copy.deepcopy(obj), "oldObject": copy.deepcopy(old),
+            "dryRun": bool(options.get("dryRun")),
             "options": {"kind": "CreateOptions" if operation == "CREATE" else "UpdateOptions",
-                        "apiVersion": "meta.k8s.io/v1"},
+                        "apiVersion": "meta.k8s.io/v1", **options},
         }
         if sub:
             request["subResource"] = request["requestSubResource"] = sub
@@ -136,13 +166,13 @@ class Admission:
         try:
             response = self._post(webhook, review)
         except _CallFailed as error:
-            self._record(Call(name, operation, rt.kind, request["namespace"], request["name"], user, review, None,
-                              str(error)))
+            self._record(Call(name, operation, rt.kind, namespace, request.get("name", ""), user.username, review,
+                              None, str(error)))
             if webhook.get("failurePolicy", "Fail") == "Ignore":
                 return obj
             raise internal_error(f'failed calling webhook "{name}": {error}') from None
-        self._record(Call(name, operation, rt.kind, request["namespace"], request["name"], user, review, response,
-                          None))
+        self._record(Call(name, operation, rt.kind, namespace, request.get("name", ""), user.username, review,
+                          response, None))
         if not response.get("allowed"):
             raise _denial(name, response.get("status") or {})
         if not response.get("patch"):

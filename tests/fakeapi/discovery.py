@@ -11,13 +11,19 @@ from .types import SUBRESOURCE_GROUP, SUBRESOURCE_VERSION, VMI_SUBRESOURCES, Reg
 
 Obj = dict[str, Any]
 
-VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0", "gitCommit": "fake", "gitTreeState": "clean",
-           "buildDate": "2024-08-13T07:28:49Z", "goVersion": "go1.22.5", "compiler": "gc", "platform": "linux/amd64"}
+#: the release whose behaviour the fake claims (docs/testing.md): matchConditions are GA there (1.30)
+VERSION = {"major": "1", "minor": "30", "gitVersion": "v1.30.2", "gitCommit": "fake", "gitTreeState": "clean",
+           "buildDate": "2024-06-11T20:20:00Z", "goVersion": "go1.22.4", "compiler": "gc", "platform": "linux/amd64"}
 _SUBRESOURCE_VERBS = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"], "log": ["get"],
                       "finalize": ["update"], "freeze": ["update"], "unfreeze": ["update"]}
 #: KubeVirt's aggregated API stores nothing; this type only names its resource in messages and RBAC
 VMI_SUBRESOURCE_TYPE = ResourceType(SUBRESOURCE_GROUP, SUBRESOURCE_VERSION, "VirtualMachineInstance",
                                     "virtualmachineinstances", subresources=VMI_SUBRESOURCES)
+
+
+class PageNotFound(Exception):
+    """A path no API handler serves: kube-apiserver's last handler answers it with Go's text/plain
+    ``404 page not found`` (staging/src/k8s.io/apiserver/pkg/server/handler.go, the NotFound delegate)."""
 
 
 @dataclass(frozen=True)
@@ -44,19 +50,19 @@ def route(registry: Registry, path: str) -> Route:
     elif len(parts) >= 2 and parts[0] == "apis":
         if len(parts) == 2:
             if parts[1] not in _versions(registry):
-                raise unknown_path(path)
+                raise PageNotFound(path)
             return Route(document=_group(registry, parts[1]))
         group, version, rest = parts[1], parts[2], parts[3:]
     else:
-        raise unknown_path(path)
+        raise PageNotFound(path)
     if version not in _versions(registry).get(group, ["v1"] if group == "" else []):
-        raise unknown_path(path)
+        raise PageNotFound(path)
     if not rest:
         return Route(document=_resource_list(registry, group, version))
     if group == SUBRESOURCE_GROUP:
         if len(rest) != 5 or rest[0] != "namespaces" or rest[2] != "virtualmachineinstances" or \
                 rest[4] not in VMI_SUBRESOURCES:
-            raise unknown_path(path)
+            raise PageNotFound(path)
         return Route(VMI_SUBRESOURCE_TYPE, rest[1], rest[3], rest[4])
     namespace = None
     if rest[0] == "namespaces" and len(rest) >= 3:
@@ -65,12 +71,20 @@ def route(registry: Registry, path: str) -> Route:
             namespace, rest = rest[1], rest[2:]
     rt = registry.by_plural(group, version, rest[0])
     if rt is None or len(rest) > 3 or (namespace is None and rt.namespaced and len(rest) > 1):
-        raise unknown_path(path)
+        raise _not_served(registry, group, path)
     name = rest[1] if len(rest) >= 2 else None
     sub = rest[2] if len(rest) == 3 else None
     if sub is not None and sub not in rt.subresources:
-        raise unknown_path(path)
+        raise _not_served(registry, group, path)
     return Route(rt, namespace, name, sub)
+
+
+def _not_served(registry: Registry, group: str, path: str) -> Exception:
+    """Within a built-in group version, go-restful answers a Status; custom resource groups are served by the
+    apiextensions handler, which hands unknown resources to the NotFound delegate."""
+    if any(rt.builtin for rt in registry.served() if rt.group == group):
+        return unknown_path(path)
+    return PageNotFound(path)
 
 
 def _versions(registry: Registry) -> dict[str, list[str]]:

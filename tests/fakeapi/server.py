@@ -16,18 +16,20 @@ import sys
 import threading
 import time
 import traceback
+import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
-from .admission import Admission, Call
+from . import apply, lifecycle, watch
+from .admission import Admission, Call, UserInfo
 from .authz import Authorizer, Rule
-from .discovery import VMI_SUBRESOURCE_TYPE, Route, route
+from .discovery import VMI_SUBRESOURCE_TYPE, PageNotFound, Route, route
 from .kubevirt import FreezeCall, Freezer
-from .status import REASONS, ApiStatus, bad_request, method_not_allowed
+from .status import REASONS, ApiStatus, FieldError, invalid_all, method_not_allowed
 from .storage import Store, parse_json
 from .types import DEFAULT_TYPES, Registry, ResourceType
 
@@ -35,6 +37,10 @@ Obj = dict[str, Any]
 ADMIN = "admin"
 #: set to 1 to print one line per request on stderr
 LOG_ENV = "KVBACKUP_FAKEAPI_LOG"
+#: the options kind each verb's dryRun is validated as (meta/v1 validation ValidateDryRun)
+_OPTIONS_KIND = {"create": "CreateOptions", "update": "UpdateOptions", "patch": "PatchOptions",
+                 "delete": "DeleteOptions"}
+_APPLY = "application/apply-patch+yaml"
 _VERBS = {("GET", False): "list", ("GET", True): "get", ("POST", False): "create", ("PUT", True): "update",
           ("PATCH", True): "patch", ("DELETE", True): "delete"}
 
@@ -69,6 +75,8 @@ class FakeKubeAPI:
         self._admission = Admission(self._store)
         self._lock = threading.Lock()
         self._tokens: dict[str, str] = {}
+        self._user_uids: dict[str, str] = {}
+        self._stopping = threading.Event()
         self._requests: list[Request] = []
         self._faults: list[_Fault] = []
         self._server: ThreadingHTTPServer | None = None
@@ -78,6 +86,7 @@ class FakeKubeAPI:
 
     def start(self) -> FakeKubeAPI:
         api = self
+        self._stopping.clear()
 
         class Handler(_Handler):
             fake = api
@@ -90,6 +99,7 @@ class FakeKubeAPI:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # open watches end
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -166,6 +176,17 @@ class FakeKubeAPI:
         """Copies of the stored objects of a type, ordered by namespace and name; ``namespace=None``: all."""
         return self._store.objects(self._type(group, kind_or_plural), namespace)
 
+    def settle(self) -> None:
+        """Run what kube-controller-manager does after deletions until nothing is left to do: the namespace
+        controller empties and removes terminating namespaces, the garbage collector honours ``orphan`` and
+        ``foregroundDeletion`` and deletes objects whose owners are all gone (see ``lifecycle``)."""
+        lifecycle.settle(self._store)
+
+    def compact(self) -> None:
+        """Forget the write history, as etcd compaction does: older continue tokens answer 410 Expired and
+        watches from an older resourceVersion 410 Gone."""
+        self._store.compact()
+
     @property
     def requests(self) -> list[Request]:
         """Every HTTP request so far (a snapshot), in arrival order."""
@@ -228,8 +249,25 @@ class FakeKubeAPI:
 
     # --- request handling ----------------------------------------------------------------------------------
 
-    def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, Obj]:
-        """Answer one request: (HTTP status, JSON body)."""
+    def _user_info(self, user: str) -> UserInfo:
+        """Who authentication says the token's owner is: a service account's uid is its object's, as in its
+        token; the admin is in system:masters, as kubeadm's admin certificate is."""
+        groups: tuple[str, ...] = ()
+        uid = None
+        if user.startswith("system:serviceaccount:"):
+            namespace, _, name = user.removeprefix("system:serviceaccount:").partition(":")
+            groups = ("system:serviceaccounts", f"system:serviceaccounts:{namespace}")
+            account = self.get_object("", "ServiceAccount", namespace, name)
+            uid = account["metadata"]["uid"] if account else None
+        elif user == ADMIN:
+            groups = ("system:masters",)
+        with self._lock:
+            uid = uid or self._user_uids.setdefault(user, str(uuid.uuid4()))
+        return UserInfo(user, uid, groups + ("system:authenticated",))
+
+    def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        """Answer one request: (HTTP status, JSON body), or (404, None) for a path no handler serves, or
+        (200, iterator of watch events)."""
         split = urlsplit(raw_path)
         path, query = split.path.rstrip("/") or "/", dict(parse_qsl(split.query, keep_blank_values=True))
         token = headers.get("authorization", "").removeprefix("Bearer ").strip()
@@ -245,9 +283,9 @@ class FakeKubeAPI:
                 if fault.status:
                     raise ApiStatus(fault.status, REASONS.get(fault.status, "InternalError"),
                                     fault.message or f"injected failure for {method} {path}")
-            result = self._dispatch(method, route(self._registry, path), query, headers, body, user)
-            # kube-apiserver answers a create with 201 Created; clients map only that code to the object
-            return (201 if method == "POST" else 200), result
+            return self._dispatch(method, route(self._registry, path), query, headers, body, user)
+        except PageNotFound:
+            return 404, None
         except ApiStatus as status:
             return status.code, status.body()
         except Exception as error:  # a bug in the fake: say so loudly, answer as kube-apiserver would
@@ -255,11 +293,11 @@ class FakeKubeAPI:
             return 500, ApiStatus(500, "InternalError", f"Internal error occurred: {error!r}").body()
 
     def _dispatch(self, method: str, target: Route, query: dict[str, str], headers: dict[str, str], body: bytes,
-                  user: str) -> Obj:
+                  user: str) -> tuple[int, Any]:
         if target.document is not None:
             if method != "GET":
                 raise method_not_allowed()
-            return target.document
+            return 200, target.document
         rt, namespace, name, sub = target.rt, target.namespace, target.name, target.subresource
         assert rt is not None
         freeze = rt is VMI_SUBRESOURCE_TYPE
@@ -267,27 +305,54 @@ class FakeKubeAPI:
         if verb is None or (verb == "create" and rt.namespaced and namespace is None):
             raise method_not_allowed()
         if verb == "list" and query.get("watch") in ("1", "true"):
-            raise ApiStatus(405, "MethodNotAllowed", "the fake API server does not serve watches")
+            verb = "watch"
         self._authz.check(user, verb, rt, f"{rt.plural}/{sub}" if sub else rt.plural, namespace,
                           name if verb != "create" else None)
-        if query.get("dryRun") not in (None, "All"):
-            raise bad_request(f'dryRun: Unsupported value: "{query["dryRun"]}": supported values: "All"')
-        dry_run = query.get("dryRun") == "All"
         if freeze:
-            return self._freezer.handle(namespace or "", name or "", sub or "", body)
-        admit = self._admission.admitter(rt, user, dry_run)
+            return 200, self._freezer.handle(namespace or "", name or "", sub or "", body)
+        if verb == "watch":
+            return 200, watch.stream(self._store, rt, namespace, query, self._stopping.is_set)
         if verb == "list":
-            return self._store.list(rt, namespace, query)
+            return 200, self._store.list(rt, namespace, query)
         if verb == "get":
-            return self._store.get(rt, namespace, name or "")
+            return 200, self._store.get(rt, namespace, name or "")
+        options = _write_options(verb, query, body if verb == "delete" else b"")
+        dry_run = bool(options.get("dryRun"))
+        admit = self._admission.admitter(rt, self._user_info(user), namespace,
+                                          {k: v for k, v in options.items() if k in ("dryRun", "fieldManager")})
         if verb == "create":
-            return self._store.create(rt, namespace, parse_json(body), admit, dry_run)
+            return 201, self._store.create(rt, namespace, parse_json(body), admit, dry_run)
         if verb == "update":
-            return self._store.update(rt, namespace, name or "", parse_json(body), sub, admit, dry_run)
+            return 200, self._store.update(rt, namespace, name or "", parse_json(body), sub, admit, dry_run)
+        if verb == "patch" and headers.get("content-type", "").split(";")[0].strip() == _APPLY:
+            created, obj = apply.apply(self._store, rt, namespace, name or "", body, sub, admit, dry_run,
+                                       query.get("fieldManager"), query.get("force") in ("1", "true"))
+            return (201 if created else 200), obj
         if verb == "patch":
-            return self._store.patch(rt, namespace, name or "", headers.get("content-type", ""), body, sub, admit,
-                                     dry_run)
-        return self._store.delete(rt, namespace, name or "", dry_run)
+            return 200, self._store.patch(rt, namespace, name or "", headers.get("content-type", ""), body, sub,
+                                          admit, dry_run)
+        return 200, self._store.delete(rt, namespace, name or "", options, dry_run)
+
+
+def _write_options(verb: str, query: dict[str, str], body: bytes) -> dict[str, Any]:
+    """The request's CreateOptions, UpdateOptions, PatchOptions or DeleteOptions (query, and a DELETE's body)."""
+    options: dict[str, Any] = {}
+    if body:
+        sent = parse_json(body)
+        options.update(sent if isinstance(sent, dict) else {})
+    if "dryRun" in query:
+        options["dryRun"] = [query["dryRun"]]
+    for field in ("fieldManager", "propagationPolicy"):
+        if field in query:
+            options[field] = query[field]
+    if options.get("dryRun") is not None and options["dryRun"] != ["All"]:
+        kind = _OPTIONS_KIND[verb]
+        raise invalid_all(kind, "meta.k8s.io", "", [FieldError(
+            "dryRun", "FieldValueNotSupported", 'supported values: "All"',
+            value_text="[]string{" + ", ".join(json.dumps(v) for v in options["dryRun"]) + "}")])
+    if not options.get("dryRun"):
+        options.pop("dryRun", None)
+    return options
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -299,12 +364,34 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
         code, payload = self.fake.handle(self.command, self.path, headers, body)
-        data = json.dumps(payload).encode()
+        if payload is None:  # no handler: Go's http.NotFound, text and all
+            self._send(code, b"404 page not found\n", "text/plain; charset=utf-8")
+        elif isinstance(payload, dict):
+            self._send(code, json.dumps(payload).encode(), "application/json")
+        else:
+            self._stream(payload)
+
+    def _send(self, code: int, data: bytes, content_type: str) -> None:
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def _stream(self, events: Iterator[dict[str, Any]]) -> None:
+        """A watch: chunked JSON lines until the events end or the client goes."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for event in events:
+                line = json.dumps(event).encode() + b"\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client closed the watch
+            self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
 
 from .types import ResourceType
@@ -16,12 +18,14 @@ REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFo
 class ApiStatus(Exception):
     """An error answered as a ``Status`` body."""
 
-    def __init__(self, code: int, reason: str, message: str, details: Obj | None = None):
+    def __init__(self, code: int, reason: str, message: str, details: Obj | None = None,
+                 metadata: Obj | None = None):
         super().__init__(message)
         self.code, self.reason, self.message, self.details = code, reason, message, details
+        self.metadata = metadata or {}
 
     def body(self) -> Obj:
-        status: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        status: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": dict(self.metadata), "status": "Failure",
                        "message": self.message, "code": self.code}
         if self.reason:  # kube omits an empty reason (a webhook's denial may carry none)
             status["reason"] = self.reason
@@ -59,12 +63,50 @@ def forbidden(user: str, verb: str, rt: ResourceType, resource: str, namespace: 
                                        f'API group "{rt.group}"{where}', _details(rt, name or ""))
 
 
-def invalid(rt: ResourceType, name: str, field: str, value: Any, problem: str) -> ApiStatus:
-    """422 Invalid; unlike the others, details.kind is the Kind here, as kube-apiserver sets it."""
-    message = f'Invalid value: "{value}": {problem}' if value is not None else problem
-    return ApiStatus(422, "Invalid", f'{rt.kind} "{name}" is invalid: {field}: {message}',
-                     {"name": name, "group": rt.group, "kind": rt.kind,
-                      "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field}]})
+@dataclass(frozen=True)
+class FieldError:
+    """One cause of a 422, as apimachinery's ``field.Error``: its type decides the wording of its message."""
+
+    field: str
+    reason: str  # FieldValueInvalid, FieldValueRequired, FieldValueNotSupported, FieldValueForbidden
+    detail: str
+    value: Any = None
+    #: the value as Go's ``%#v`` prints it, where it is not a string, a number or a bool
+    value_text: str | None = None
+
+    @property
+    def body(self) -> str:
+        """``field.Error.ErrorBody``: staging/src/k8s.io/apimachinery/pkg/util/validation/field/errors.go"""
+        if self.reason in ("FieldValueRequired", "FieldValueForbidden"):
+            head = {"FieldValueRequired": "Required value", "FieldValueForbidden": "Forbidden"}[self.reason]
+            return f"{head}: {self.detail}" if self.detail else head
+        head = {"FieldValueInvalid": "Invalid value", "FieldValueNotSupported": "Unsupported value"}[self.reason]
+        return f"{head}: {self.value_text or go_value(self.value)}: {self.detail}"
+
+
+def go_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    return json.dumps(value, separators=(",", ":"))
+
+
+def invalid_all(kind: str, group: str, name: str, errors: list[FieldError]) -> ApiStatus:
+    """422 Invalid listing every cause, as apierrors.NewInvalid does (one error plain, several in brackets);
+    details.kind is the Kind here, not the resource."""
+    texts = [f"{e.field}: {e.body}" for e in errors]
+    listed = texts[0] if len(texts) == 1 else f"[{', '.join(texts)}]"
+    qualified = f"{kind}.{group}" if group else kind
+    return ApiStatus(422, "Invalid", f'{qualified} "{name}" is invalid: {listed}',
+                     {"name": name, "group": group, "kind": kind,
+                      "causes": [{"reason": e.reason, "message": e.body, "field": e.field} for e in errors]})
+
+
+def invalid(rt: ResourceType, name: str, errors: list[FieldError]) -> ApiStatus:
+    return invalid_all(rt.kind, rt.group, name, errors)
 
 
 def bad_request(message: str) -> ApiStatus:
@@ -86,6 +128,18 @@ def unsupported_media_type(rt: ResourceType) -> ApiStatus:
         accepted += ", application/strategic-merge-patch+json"
     return ApiStatus(415, "UnsupportedMediaType",
                      f"the body of the request was in an unknown format - accepted media types include: {accepted}")
+
+
+def forbidden_because(rt: ResourceType, name: str, why: str, causes: list[Obj] | None = None) -> ApiStatus:
+    """apierrors.NewForbidden for a reason other than RBAC (admission plugins)."""
+    what = f'{rt.qualified} "{name}"' if name else rt.qualified
+    details = {**_details(rt, name), **({"causes": causes} if causes else {})}
+    return ApiStatus(403, "Forbidden", f"{what} is forbidden: {why}", details)
+
+
+def expired(message: str, continue_token: str | None = None) -> ApiStatus:
+    """410 Expired (apierrors.NewResourceExpired); a list's carries a fresh continue token in its metadata."""
+    return ApiStatus(410, "Expired", message, metadata={"continue": continue_token} if continue_token else None)
 
 
 def unknown_path(path: str) -> ApiStatus:
