@@ -146,6 +146,9 @@ def test_install_creates_everything_keeps_a_valid_certificate_and_uninstall_remo
     assert code == 0
     assert fake_api.get_object("admissionregistration.k8s.io", "MutatingWebhookConfiguration", "",
                                manifests.CONFIGURATION_NAME) is None
+    # a deleted namespace terminates first; the namespace controller removes it once it is empty
+    assert fake_api.get_object("", "Namespace", "", "kvbackup-system")["status"]["phase"] == "Terminating"
+    fake_api.settle()
     assert fake_api.get_object("", "Namespace", "", "kvbackup-system") is None
     assert fake_api.objects("rbac.authorization.k8s.io", "ClusterRole") == []
 
