@@ -177,7 +177,7 @@ def _merge(rt: ResourceType, live: Obj, config: Obj) -> None:
         if key == "status" or (key == "metadata" and not isinstance(value, dict)):
             continue
         have = live.get(key)
-        if isinstance(value, dict) and isinstance(have, dict) and value:
+        if isinstance(value, dict) and isinstance(have, dict):
             _merge(rt, have, value)
         elif _keyed(rt, value) and (_keyed(rt, have) or have == []):
             by_name = {i["name"]: i for i in have}
