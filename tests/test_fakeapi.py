@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -10,7 +11,7 @@ import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from cryptography import x509
@@ -416,28 +417,20 @@ def pem(cert: x509.Certificate) -> str:
     return base64.b64encode(cert.public_bytes(serialization.Encoding.PEM)).decode()
 
 
-@pytest.fixture
-def tls_webhook(tmp_path):
-    """A tiny HTTPS admission webhook: annotates what it admits, denies names starting with 'deny'."""
+@contextlib.contextmanager
+def webhook_server(tmp_path, respond: Callable[[str, dict[str, Any]], dict[str, Any]]):
+    """An HTTPS admission webhook on 127.0.0.1 with a certificate of its own CA: ``respond(path, request)`` gives
+    the AdmissionResponse without its uid. Yields the server's base URL and the CA bundle."""
     ca = certificate("test-ca")
     key, cert = certificate("127.0.0.1", ca)
     (tmp_path / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                          serialization.NoEncryption()))
-    reviews: list[dict[str, Any]] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
-            review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            reviews.append(review)
-            request = review["request"]
-            response: dict[str, Any] = {"uid": request["uid"], "allowed": True}
-            if request["name"].startswith("deny"):
-                response = {"uid": request["uid"], "allowed": False,
-                            "status": {"code": 403, "reason": "Forbidden", "message": "not on my watch"}}
-            else:
-                patch = [{"op": "add", "path": "/metadata/annotations", "value": {"seen~by": request["operation"]}}]
-                response.update(patchType="JSONPatch", patch=base64.b64encode(json.dumps(patch).encode()).decode())
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["request"]
+            response = {**respond(self.path.split("?")[0], request), "uid": request["uid"]}
             data = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                                "response": response}).encode()
             self.send_response(200)
@@ -455,9 +448,31 @@ def tls_webhook(tmp_path):
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    yield f"https://127.0.0.1:{server.server_address[1]}/mutate", pem(ca[1]), reviews
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", pem(ca[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def patched(patch: list[dict[str, Any]]) -> dict[str, Any]:
+    """An AdmissionResponse that allows with a JSON patch."""
+    return {"allowed": True, "patchType": "JSONPatch", "patch": base64.b64encode(json.dumps(patch).encode()).decode()}
+
+
+@pytest.fixture
+def tls_webhook(tmp_path):
+    """A tiny HTTPS admission webhook: annotates what it admits, denies names starting with 'deny'."""
+    reviews: list[dict[str, Any]] = []
+
+    def respond(path: str, request: dict[str, Any]) -> dict[str, Any]:
+        reviews.append({"request": request})
+        if request.get("name", "").startswith("deny"):
+            return {"allowed": False, "status": {"code": 403, "reason": "Forbidden", "message": "not on my watch"}}
+        return patched([{"op": "add", "path": "/metadata/annotations", "value": {"seen~by": request["operation"]}}])
+
+    with webhook_server(tmp_path, respond) as (url, ca_bundle):
+        yield f"{url}/mutate", ca_bundle, reviews
 
 
 def register_webhook(fake_api: FakeKubeAPI, url: str, ca_bundle: str, **extra: Any) -> None:

@@ -8,19 +8,13 @@ registry/rest/create.go (the namespace is set after admission).
 
 from __future__ import annotations
 
-import base64
-import json
-import ssl
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from kubernetes.client import CoreV1Api, CustomObjectsApi
 
 from .fakeapi import FakeKubeAPI
-from .test_fakeapi import KV, certificate, client, client_as, cm, pem, vm  # noqa: F401 (client: a fixture)
+from .test_fakeapi import KV, client, client_as, cm, patched, vm, webhook_server  # noqa: F401 (client: a fixture)
 
 #: a webhook's behaviour: the AdmissionRequest in, JSON patch operations out (None: allow unchanged)
 Behaviour = Callable[[dict[str, Any]], list[dict[str, Any]] | None]
@@ -30,47 +24,21 @@ Behaviour = Callable[[dict[str, Any]], list[dict[str, Any]] | None]
 def webhooks(tmp_path):
     """HTTPS webhooks on one server, one path each: ``serve(name, behaviour)`` returns its URL; ``seen`` lists
     (name, AdmissionRequest) in call order."""
-    ca = certificate("test-ca")
-    key, cert = certificate("127.0.0.1", ca)
-    (tmp_path / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                         serialization.NoEncryption()))
     behaviours: dict[str, Behaviour] = {}
     seen: list[tuple[str, dict[str, Any]]] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["request"]
-            name = self.path.strip("/").split("?")[0]
-            seen.append((name, request))
-            response: dict[str, Any] = {"uid": request["uid"], "allowed": True}
-            patch = behaviours[name](request)
-            if patch:
-                response.update(patchType="JSONPatch", patch=base64.b64encode(json.dumps(patch).encode()).decode())
-            data = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                               "response": response}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def respond(path: str, request: dict[str, Any]) -> dict[str, Any]:
+        name = path.strip("/")
+        seen.append((name, request))
+        patch = behaviours[name](request)
+        return patched(patch) if patch else {"allowed": True}
 
-        def log_message(self, *args):
-            pass
+    with webhook_server(tmp_path, respond) as (url, ca_bundle):
+        def serve(name: str, behaviour: Behaviour) -> str:
+            behaviours[name] = behaviour
+            return f"{url}/{name}"
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def serve(name: str, behaviour: Behaviour) -> str:
-        behaviours[name] = behaviour
-        return f"https://127.0.0.1:{server.server_address[1]}/{name}"
-
-    yield serve, pem(ca[1]), seen
-    server.shutdown()
-    server.server_close()
+        yield serve, ca_bundle, seen
 
 
 def configure(fake_api: FakeKubeAPI, configuration: str, url: str, ca_bundle: str, resources: str = "configmaps",
