@@ -85,8 +85,10 @@ def test_list_entries_keyed_by_name_belong_to_their_manager(fake_api, client):
 
 
 def test_apply_refuses_another_name_or_api_version(client):
-    status, body = apply(client, CONFIGMAP, {**configmap(), "metadata": {"name": "d"}}, "installer")
-    assert (status, body["message"]) == (400, "the name of the object (d) does not match the name on the URL (c)")
+    for _ in ("to create", "to update"):
+        status, body = apply(client, CONFIGMAP, {**configmap(), "metadata": {"name": "d"}}, "installer")
+        assert (status, body["message"]) == (400, "the name of the object (d) does not match the name on the URL (c)")
+        apply(client, CONFIGMAP, configmap(), "installer")
     status, body = apply(client, CONFIGMAP, {**configmap(), "apiVersion": "v2"}, "installer")
     assert (status, body["message"]) == (400, "incorrect version specified in apply patch. Specified patch version: "
                                               "v2, expected: v1")

@@ -44,11 +44,11 @@ def apply(store: Store, rt: ResourceType, namespace: str | None, name: str, body
         raise bad_request(f"incorrect version specified in apply patch. Specified patch version: "
                           f"{config.get('apiVersion')}, expected: {rt.group_version}")
     config.setdefault("metadata", {})
+    if config["metadata"].get("name", name) != name:
+        raise bad_request(f"the name of the object ({config['metadata']['name']}) does not match the name on the "
+                          f"URL ({name})")
     current = store.stored(rt, namespace, name)
     if current is None:
-        if config["metadata"].get("name", name) != name:
-            raise bad_request(f"the name of the object ({config['metadata']['name']}) does not match the name on "
-                              f"the URL ({name})")
         created = copy.deepcopy(config)
         created["metadata"]["name"] = name
         created["metadata"]["managedFields"] = [_entry(rt, manager, _owned(rt, config))]

@@ -53,6 +53,7 @@ _JSON_PATCH = "application/json-patch+json"
 ORPHAN, FOREGROUND = "orphan", "foregroundDeletion"
 #: the namespace controller's finalizer, in spec.finalizers (pkg/registry/core/namespace/strategy.go)
 NAMESPACE_FINALIZER = "kubernetes"
+_HISTORY_LIMIT = 200_000
 _INCONSISTENT_CONTINUE = (
     "The provided continue parameter is too old to display a consistent list result. You can start a new list "
     "without the continue parameter, or use the continue token in this response to retrieve the remainder of the "
@@ -105,6 +106,10 @@ class Store:
 
     def _record(self, event: Event) -> None:
         self._history.append(event)
+        if len(self._history) > _HISTORY_LIMIT:  # etcd compacts on its own too; benchmarks write a lot
+            dropped = len(self._history) // 2
+            self._compacted = self._history[dropped - 1].rv  # later snapshots can still be rebuilt
+            del self._history[:dropped]
         self.changed.notify_all()
 
     def _put(self, rt: ResourceType, obj: Obj) -> None:
