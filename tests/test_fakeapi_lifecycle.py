@@ -37,6 +37,11 @@ def test_a_deleted_namespace_terminates_until_its_contents_are_gone(fake_api, cl
     status, body = raw(client, "DELETE", "/api/v1/namespaces/doomed")
     assert status == 200 and body["status"]["phase"] == "Terminating" and body["metadata"]["deletionTimestamp"]
     assert body["spec"]["finalizers"] == ["kubernetes"]
+    status, body = raw(client, "DELETE", "/api/v1/namespaces/doomed")  # again, while it terminates
+    assert (status, body["reason"]) == (409, "Conflict")
+    assert body["message"] == ('Operation cannot be fulfilled on namespaces "doomed": The system is ensuring all '
+                               "content is removed from this namespace.  Upon completion, this namespace will "
+                               "automatically be purged by the system.")
     assert core.read_namespaced_config_map("kept", "doomed").metadata.name == "kept"
     with pytest.raises(ApiException) as error:
         core.create_namespaced_config_map("doomed", cm("new", "doomed"))

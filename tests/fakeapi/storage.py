@@ -430,7 +430,11 @@ class Store:
             return marked
 
     def _delete_namespace(self, rt: ResourceType, current: Obj, dry_run: bool) -> Obj:
-        """A namespace is marked Terminating; the namespace controller (``settle``) empties it, then it goes."""
+        """A namespace is marked Terminating; the namespace controller (``settle``) empties it, then it goes. Asked
+        again while it terminates: 409 (pkg/registry/core/namespace/storage/storage.go Delete)."""
+        if current["metadata"].get("deletionTimestamp") and (current.get("spec") or {}).get("finalizers"):
+            raise conflict(rt, current["metadata"]["name"], "The system is ensuring all content is removed from this "
+                           "namespace.  Upon completion, this namespace will automatically be purged by the system.")
         marked = copy.deepcopy(current)
         marked["metadata"].setdefault("deletionTimestamp", now())
         marked["metadata"].setdefault("deletionGracePeriodSeconds", 0)
