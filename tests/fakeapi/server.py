@@ -2,7 +2,8 @@
 
 Tests drive it through the real ``kubernetes`` client and a kubeconfig it writes; they seed and inspect its
 objects directly, read its request log to count API calls, and program denials, faults, guest freeze outcomes and
-admission webhooks.
+admission webhooks; ``settle`` runs the namespace controller and garbage collector, ``compact`` etcd's compaction.
+docs/testing.md lists what it implements, the kube-apiserver release it claims and what it leaves out.
 """
 
 from __future__ import annotations
