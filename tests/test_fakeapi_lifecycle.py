@@ -109,8 +109,11 @@ def test_the_garbage_collector_deletes_objects_whose_owners_are_all_gone(fake_ap
     owner = fake_api.add(vm("owner"))
     fake_api.add(owned_by(cm("live-owner"), owner))
     fake_api.add(owned_by(cm("stale-owner"), {**owner, "metadata": {**owner["metadata"], "uid": "old-uid"}}))
+    unknown = {"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g", "uid": "u-9"}}
+    fake_api.add(owned_by(cm("unresolvable-owner"), unknown))  # a kind the collector cannot look up: left alone
     fake_api.settle()
-    assert [c["metadata"]["name"] for c in fake_api.objects("", "ConfigMap", "default")] == ["live-owner"]
+    assert [c["metadata"]["name"] for c in fake_api.objects("", "ConfigMap", "default")] == [
+        "live-owner", "unresolvable-owner"]
 
 
 @pytest.mark.parametrize("field,label", [("uid", "UID"), ("resourceVersion", "ResourceVersion")])
