@@ -82,7 +82,8 @@ def test_data_volume_is_prepopulated_only_when_its_restored_pvc_shows_evidence()
     blank = RestoreContext(restored_pvc=lambda ns, name: pvc())
     assert rules.PREPOPULATED_ANNOTATION not in (
         rules.restore_object(stripped, blank).object["metadata"].get("annotations") or {})
-    done = RestoreContext(restored_pvc=lambda ns, name: pvc(annotations={rules.POPULATOR_PROGRESS_ANNOTATION: "100.0%"}))
+    finished = pvc(annotations={rules.POPULATOR_PROGRESS_ANNOTATION: "100.0%"})
+    done = RestoreContext(restored_pvc=lambda ns, name: finished)
     assert rules.restore_object(stripped, done).object["metadata"]["annotations"][rules.PREPOPULATED_ANNOTATION] == \
         "root"
 
@@ -90,9 +91,8 @@ def test_data_volume_is_prepopulated_only_when_its_restored_pvc_shows_evidence()
 # --- bindable PVCs -----------------------------------------------------------------------------------------------
 
 PINNED = {"pv.kubernetes.io/bind-completed": "yes", "pv.kubernetes.io/bound-by-controller": "yes",
-          "volume.kubernetes.io/selected-node": "node-7",
-          "volume.beta.kubernetes.io/storage-provisioner": "csi.old", "volume.kubernetes.io/storage-provisioner": "csi.old",
-          rules.POD_PHASE_ANNOTATION: "Succeeded"}
+          "volume.kubernetes.io/selected-node": "node-7", "volume.beta.kubernetes.io/storage-provisioner": "csi.old",
+          "volume.kubernetes.io/storage-provisioner": "csi.old", rules.POD_PHASE_ANNOTATION: "Succeeded"}
 IMPORT_SOURCE = {"apiGroup": "cdi.kubevirt.io", "kind": "VolumeImportSource", "name": "volume-import-source-x"}
 
 
@@ -274,6 +274,22 @@ def test_synthesized_data_volume_is_a_node_with_a_file_and_its_pvc_is_released_t
     # CDI cannot adopt a PVC the VM controls: it is released to the DataVolume, as KubeVirt's restore does
     assert "ownerReferences" not in claim["metadata"]
     assert rules.OWNER_REFERENCES_ANNOTATION not in claim["metadata"]["annotations"]
+
+
+def test_pvc_without_a_snapshot_is_bindable_in_resources_and_recorded_as_holding_no_data(tmp_path, capsys):
+    claim = pvc("plain-disk", annotations=PINNED)
+    claim["spec"]["volumeName"] = "pvc-0ld"
+    machine = obj("kubevirt.io/v1", "VirtualMachine", "plain", spec={"template": {"spec": {
+        "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "plain-disk"}}]}}})
+    (tmp_path / "objects.yaml").write_text(yaml.safe_dump_all([machine, claim]))
+    assert main(["export", "-f", str(tmp_path / "objects.yaml"), "-n", "demo", "vm/plain",
+                 "--to", str(tmp_path / "b"), "-q"]) == 0, capsys.readouterr().err
+    bundle = read_bundle(str(tmp_path / "b"))
+    entry = node(bundle, "PersistentVolumeClaim", "plain-disk")
+    assert (entry["restore"], entry["data"]) == (True, "none")
+    restored = content(bundle, entry["file"])
+    assert "volumeName" not in restored["spec"]
+    assert restored["metadata"]["annotations"] == {rules.POD_PHASE_ANNOTATION: "Succeeded"}
 
 
 def test_shared_objects_live_apart_from_resources(exported):

@@ -100,7 +100,7 @@ def never_populated(pvc: Obj, dv_name: str, dv: Obj | None) -> Decision:
         ("DataVolume phase", ((dv or {}).get("status") or {}).get("phase"))) if value]
     return Decision(False, "pvc-never-populated",
                     f"no evidence that CDI populated it for DataVolume {dv_name} "
-                    f"({', '.join(seen) or 'no population recorded'}): marked populated it would give the VM a blank "
+                    f"({', '.join(seen) or 'no population recorded'}): marking it populated would give the VM a blank "
                     "disk; CDI populates it again from its DataVolume: restore the DataVolume instead")
 
 
@@ -216,10 +216,11 @@ def data_volume_from_template(vm: Obj, template: Obj) -> Obj:
 
 
 def synthesized_data_volumes(vm: Obj, lookup: Callable[[Ref], Obj | None]) -> list[Obj]:
-    """DataVolumes of the VM's ``dataVolumeTemplates`` that no longer exist (CDI before 1.62 garbage-collects
-    completed ones; a DataVolume deleted with orphan propagation leaves its PVC too) while their PVC holds the data. Without one the VM controller creates the DataVolume from its template and CDI
-    imports or clones again over the disk, or fails when the source is gone; KubeVirt's VirtualMachineRestore
-    creates them the same way, marked prePopulated (kubevirt pkg/storage/snapshot/restore.go createDataVolume).
+    """DataVolumes of the VM's ``dataVolumeTemplates`` that no longer exist while their PVC holds the data: CDI
+    before 1.62 garbage-collects completed DataVolumes, and one deleted with orphan propagation leaves its PVC.
+    Without one the VM controller creates the DataVolume from its template and CDI imports or clones again over
+    the disk, or fails when the source is gone; KubeVirt's VirtualMachineRestore creates them the same way, marked
+    prePopulated (kubevirt pkg/storage/snapshot/restore.go createDataVolume).
 
     Only the VM's own templates: a pool renames its templates per VM (kubevirt
     pkg/virt-controller/watch/pool/pool.go indexVMSpec), so each of its VMs carries its own names."""
