@@ -277,7 +277,8 @@ def test_synthesized_data_volume_is_a_node_with_a_file_and_its_pvc_is_released_t
 
 
 def test_pvc_without_a_snapshot_is_bindable_in_resources_and_recorded_as_holding_no_data(tmp_path, capsys):
-    claim = pvc("plain-disk", annotations=PINNED)
+    # a populatedFor left from an earlier restore: a template DataVolume of that name would adopt the empty volume
+    claim = pvc("plain-disk", annotations={**PINNED, rules.POPULATED_FOR_ANNOTATION: "plain-disk"})
     claim["spec"]["volumeName"] = "pvc-0ld"
     machine = obj("kubevirt.io/v1", "VirtualMachine", "plain", spec={"template": {"spec": {
         "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "plain-disk"}}]}}})

@@ -59,15 +59,26 @@ def mark_populated_for(pvc: Obj, dv_name: str) -> Obj:
     return result
 
 
+def _without_annotation(obj: Obj, key: str) -> Obj:
+    result = copy.deepcopy(obj)
+    annotations = (result.get("metadata") or {}).get("annotations")
+    if annotations:
+        annotations.pop(key, None)
+    return result
+
+
 def unmark_prepopulated(dv: Obj) -> Obj:
     """A DataVolume whose PVC does not come back with its data must not claim it does: CDI then waits for a PVC
     that never comes instead of populating one (containerized-data-importer pkg/controller/datavolume/
     controller-base.go: a prePopulated DataVolume without its PVC stays Pending, and gets no PVC created)."""
-    result = copy.deepcopy(dv)
-    annotations = (result.get("metadata") or {}).get("annotations")
-    if annotations:
-        annotations.pop(PREPOPULATED_ANNOTATION, None)
-    return result
+    return _without_annotation(dv, PREPOPULATED_ANNOTATION)
+
+
+def unmark_populated_for(pvc: Obj) -> Obj:
+    """A PVC restored without its data must not claim it holds a DataVolume's: a DataVolume of that name created
+    later (a VM's template) would adopt the empty volume as its disk (containerized-data-importer
+    pkg/controller/datavolume/controller-base.go pvcRequiresWork)."""
+    return _without_annotation(pvc, POPULATED_FOR_ANNOTATION)
 
 
 def populated_with_evidence(pvc: Obj, dv: Obj | None) -> bool:
@@ -154,15 +165,16 @@ def _export_pvc(pvc: Obj, lookup: Callable[[Ref], Obj | None], data_captured: Ca
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
     dv_name = data_volume_owner(pvc)
     dv = lookup(Ref.of(kinds.DATA_VOLUME, namespace, dv_name or name))
+    captured = data_captured(Ref.of(kinds.PVC, namespace, name))
     if dv_name is None:
         if dv is None:
-            return copy.deepcopy(pvc), RESTORE
+            return (copy.deepcopy(pvc) if captured else unmark_populated_for(pvc)), RESTORE
         # CDI names a DataVolume's PVC after it; once CDI garbage-collected a completed DataVolume its PVC is
         # owned by the VM (containerized-data-importer pkg/controller/datavolume/garbagecollect.go, CDI < 1.62)
         dv_name = name
     if not populated_with_evidence(pvc, dv):
         return copy.deepcopy(pvc), never_populated(pvc, dv_name, dv)
-    if not data_captured(Ref.of(kinds.PVC, namespace, name)):
+    if not captured:
         return copy.deepcopy(pvc), data_not_captured(dv_name)
     result = mark_populated_for(pvc, dv_name)
     if not any(o.get("kind") == kinds.DATA_VOLUME.kind for o in owner_references(pvc)):
