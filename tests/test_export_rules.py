@@ -183,6 +183,16 @@ def test_data_volume_synthesized_from_the_template_like_kubevirts_restore():
     assert synthesized["spec"]["sourceRef"]["name"] == "fedora"
 
 
+def test_pvc_of_a_synthesized_data_volume_is_released_to_it_also_when_its_owners_were_set_aside():
+    aside = rules.set_aside_owner_references(collected_pvc(**{rules.POD_PHASE_ANNOTATION: "Succeeded"}))
+    objects = {Ref.of(kinds.PVC, "demo", "gc-root"): aside}
+    [synthesized] = rules.synthesized_data_volumes(gc_vm(), objects.get)
+    exported, decision = rules.export_object(aside, lambda ref: synthesized, lambda ref: True)
+    assert decision.restore and "ownerReferences" not in exported["metadata"]
+    assert rules.OWNER_REFERENCES_ANNOTATION not in exported["metadata"]["annotations"]
+    assert exported["metadata"]["annotations"][rules.POPULATED_FOR_ANNOTATION] == "gc-root"
+
+
 def test_no_data_volume_synthesized_while_it_exists_or_without_evidence():
     with_dv = {Ref.of(kinds.PVC, "demo", "gc-root"): collected_pvc(**{rules.POD_PHASE_ANNOTATION: "Succeeded"}),
                Ref.of(kinds.DATA_VOLUME, "demo", "gc-root"): dv("gc-root", "Succeeded")}

@@ -10,10 +10,11 @@ from .. import kinds
 from ..graph.edges import is_hotplug_pod, revision_name
 from ..kinds import group_of
 from ..refs import Ref
-from .objects import (ALLOW_CLAIM_ADOPTION_ANNOTATION, CREATED_FOR_DATA_VOLUME_ANNOTATION, POD_PHASE_ANNOTATION,
-                      POPULATED_FOR_ANNOTATION, POPULATOR_PROGRESS_ANNOTATION, POPULATOR_PROGRESS_DONE,
-                      PREPOPULATED_ANNOTATION, RESTORE, VM_GENERATION_ANNOTATION, VM_OWNER_KINDS, Decision, Obj,
-                      annotations_of, controller_reference, is_kind, meta_of, owner_references)
+from .objects import (ALLOW_CLAIM_ADOPTION_ANNOTATION, CREATED_FOR_DATA_VOLUME_ANNOTATION, OWNER_REFERENCES_ANNOTATION,
+                      POD_PHASE_ANNOTATION, POPULATED_FOR_ANNOTATION, POPULATOR_PROGRESS_ANNOTATION,
+                      POPULATOR_PROGRESS_DONE, PREPOPULATED_ANNOTATION, RESTORE, VM_GENERATION_ANNOTATION,
+                      VM_OWNER_KINDS, Decision, Obj, annotations_of, controller_reference, is_kind, meta_of,
+                      owner_references)
 
 
 def copy_revision_names(vm: Obj) -> Obj:
@@ -181,6 +182,7 @@ def _export_pvc(pvc: Obj, lookup: Callable[[Ref], Obj | None], data_captured: Ca
         # the DataVolume takes ownership, as KubeVirt's VirtualMachineRestore lets it (kubevirt
         # pkg/storage/snapshot/restore.go updatePVCPopulatedForAnnotation): CDI cannot adopt a PVC another
         # controller owns
+        result = _without_annotation(result, OWNER_REFERENCES_ANNOTATION)
         meta_of(result).pop("ownerReferences", None)
     return result, RESTORE
 
