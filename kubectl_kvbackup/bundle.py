@@ -28,6 +28,9 @@ FORMAT = "kvbackup.kubevirt.io/bundle"
 FORMAT_VERSION = 1
 INDEX = "kvbackup.json"
 RESOURCES = "resources"
+#: objects other workloads share (DataSources, network definitions elsewhere, cluster instancetypes): kept out of
+#: resources/ so that ``kubectl apply -R -f resources/`` never overwrites them; a restore creates them if absent
+SHARED = "shared"
 ORIGINAL = "original"
 
 

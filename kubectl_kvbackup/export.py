@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable
 
 from . import __version__, kinds, rules
-from .bundle import FORMAT, FORMAT_VERSION, ORIGINAL, RESOURCES, BundleWriter, dump_yaml, object_path
+from .bundle import FORMAT, FORMAT_VERSION, ORIGINAL, RESOURCES, SHARED, BundleWriter, dump_yaml, object_path
 from .clock import now_iso
 from .cluster import Connection, KubeError
 from .crypto import ALGORITHM, key_id
 from .freeze import FREEZABLE, FreezeRecord, GuestFreezer, guest_state
 from .graph.walk import Graph
-from .refs import Ref
+from .refs import Ref, ref_of
 from .snapshots import SnapshotRecord, create_snapshots, delete_snapshots, wait_until_ready
 
 Obj = dict[str, Any]
@@ -38,14 +38,16 @@ class ExportOptions:
 
 @dataclass
 class Entry:
-    """One found node of the graph as the bundle stores it."""
+    """One found (or synthesized) node of the graph as the bundle stores it."""
 
     ref: Ref
-    original: Obj
+    original: Obj | None  # None: synthesized, never read from the cluster
     restore: Obj | None  # apply-ready object; None when it is not to be restored or is excluded
     decision: rules.Decision
     secret: bool
     excluded: bool = False
+    shared: bool = False
+    data: str | None = None  # PVCs: what the bundle holds of their data, "snapshot" or "none"
 
 
 def backup_name_from(timestamp: str) -> str:
@@ -53,30 +55,54 @@ def backup_name_from(timestamp: str) -> str:
     return "kvbackup-" + re.sub(r"[^0-9a-z]", "", timestamp.lower().split(".")[0]) + "z"
 
 
-def apply_ready(obj: Obj, backup_name: str) -> Obj:
+def apply_ready(obj: Obj, backup_name: str, snapshot_name: str | None = None) -> Obj:
     """The object as ``kubectl apply`` may create it: server-set fields dropped, owner references set aside (their
     UIDs are the old cluster's), marked as being restored so the restore-rules webhook applies the remaining rules
-    in the target cluster."""
+    in the target cluster. A PVC binds anew: restored from the export's VolumeSnapshot when one was taken."""
     result = rules.set_aside_owner_references(rules.sanitize_metadata(obj))
+    if is_pvc(ref_of(result)):
+        result = rules.pvc_from_snapshot(result, snapshot_name) if snapshot_name else rules.bindable_pvc(result)
     labels = result["metadata"].get("labels") or {}
     result["metadata"]["labels"] = {**labels, rules.RESTORE_LABEL: backup_name}
     return result
 
 
-def plan_entries(graph: Graph, options: ExportOptions) -> list[Entry]:
-    """Every found node with the export-time rules applied and its restore decision."""
-    entries = []
+WORKLOAD_KINDS = frozenset((k.group, k.kind) for k in (kinds.VM, kinds.VMI, kinds.VMIRS, kinds.VMPOOL))
+
+
+def is_pvc(ref: Ref) -> bool:
+    return (ref.group, ref.kind) == (kinds.PVC.group, kinds.PVC.kind)
+
+
+def plan_entries(graph: Graph, options: ExportOptions, snapshots: list[SnapshotRecord]) -> list[Entry]:
+    """Every found node with the export-time rules applied and its restore decision, plus the DataVolumes
+    synthesized for VMs whose template DataVolume is gone. ``snapshots`` are the export's VolumeSnapshots: a PVC
+    with one is restored from it, a DataVolume's PVC without one is not restored."""
+    snapshot_of = {record.pvc: record.name for record in snapshots if not record.error}
+    synthesized: dict[Ref, Obj] = {}
     for ref, obj in graph.objects.items():
-        if obj is None:
-            continue
-        exported, decision = rules.export_object(obj, graph.objects.get)
+        if obj is not None and (ref.group, ref.kind) == (kinds.VM.group, kinds.VM.kind):
+            for dv in rules.synthesized_data_volumes(obj, graph.objects.get):
+                synthesized.setdefault(ref_of(dv), dv)
+
+    def lookup(ref: Ref) -> Obj | None:
+        return graph.objects.get(ref) or synthesized.get(ref)
+
+    workload_namespaces = {ref.namespace for ref, obj in graph.objects.items()
+                           if obj is not None and (ref.group, ref.kind) in WORKLOAD_KINDS}
+    found = [(ref, obj) for ref, obj in graph.objects.items() if obj is not None]
+    entries = []
+    for ref, obj in [*found, *synthesized.items()]:
+        exported, decision = rules.export_object(obj, lookup, snapshot_of.__contains__)
         secret = (ref.group, ref.kind) == (kinds.SECRET.group, kinds.SECRET.kind)
         excluded = secret and options.exclude_secrets
         if excluded:
             decision = rules.Decision(False, "secret-excluded", "left out with --exclude-secrets: create it "
                                                                 "before restoring")
-        restore = apply_ready(exported, options.backup_name) if decision.restore else None
-        entries.append(Entry(ref, obj, restore, decision, secret, excluded))
+        restore = apply_ready(exported, options.backup_name, snapshot_of.get(ref)) if decision.restore else None
+        entries.append(Entry(ref, None if ref in synthesized else obj, restore, decision, secret, excluded,
+                             shared=rules.is_shared(ref, workload_namespaces),
+                             data=("snapshot" if ref in snapshot_of else "none") if is_pvc(ref) else None))
     return entries
 
 
@@ -88,12 +114,19 @@ def write_entries(writer: BundleWriter, entries: list[Entry]) -> list[Obj]:
                      "rule": entry.decision.rule or None, "reason": entry.decision.reason or None,
                      "encrypted": entry.secret and writer.key is not None and not entry.excluded,
                      "excluded": entry.excluded}
+        if entry.shared:
+            node["shared"] = True
+        if entry.original is None:
+            node["synthesized"] = True
+        if entry.data is not None:
+            node["data"] = entry.data
         if not entry.excluded:
             encrypt = node["encrypted"]
-            node["original"] = object_path(ORIGINAL, entry.ref, encrypt)
-            writer.write(node["original"], dump_yaml(entry.original), encrypt)
+            if entry.original is not None:
+                node["original"] = object_path(ORIGINAL, entry.ref, encrypt)
+                writer.write(node["original"], dump_yaml(entry.original), encrypt)
             if entry.restore is not None:
-                node["file"] = object_path(RESOURCES, entry.ref, encrypt)
+                node["file"] = object_path(SHARED if entry.shared else RESOURCES, entry.ref, encrypt)
                 writer.write(node["file"], dump_yaml(entry.restore), encrypt)
         nodes.append(node)
     return nodes
@@ -101,7 +134,9 @@ def write_entries(writer: BundleWriter, entries: list[Entry]) -> list[Obj]:
 
 def build_index(graph: Graph, nodes: list[Obj], options: ExportOptions, source: Obj,
                 freeze_report: Obj, snapshots: list[SnapshotRecord]) -> Obj:
-    missing = [{**ref.to_dict(), "found": False} for ref, obj in graph.objects.items() if obj is None]
+    written = {Ref(n["group"], n["kind"], n["namespace"], n["name"]) for n in nodes}
+    missing = [{**ref.to_dict(), "found": False} for ref, obj in graph.objects.items()
+               if obj is None and ref not in written]
     if options.exclude_secrets:
         secrets: Obj = {"handling": "excluded"}
     elif options.key is not None:
@@ -160,8 +195,7 @@ def export(graph: Graph, writer: BundleWriter, options: ExportOptions, source: O
     Snapshots of an export that fails are deleted; a guest that could not be thawed fails the export after the
     bundle is written (the bundle is good; the guest needs attention)."""
     vmis = running_vmis(graph)
-    pvcs = [ref for ref, obj in graph.objects.items()
-            if obj is not None and (ref.group, ref.kind) == (kinds.PVC.group, kinds.PVC.kind)]
+    pvcs = [ref for ref, obj in graph.objects.items() if obj is not None and is_pvc(ref)]
     snapshots: list[SnapshotRecord] = []
     thaw_failures: list[FreezeRecord] = []
     try:
@@ -190,7 +224,7 @@ def export(graph: Graph, writer: BundleWriter, options: ExportOptions, source: O
             report = freeze_report(options.freeze, options, records, freezer.frozen_window())
         if snapshots:
             wait_until_ready(connection, snapshots, options.backup_name, options.snapshot_timeout, progress)
-        nodes = write_entries(writer, plan_entries(graph, options))
+        nodes = write_entries(writer, plan_entries(graph, options, snapshots))
         progress(f"wrote {len(writer.files)} files")
         index = build_index(graph, nodes, options, source, report, snapshots)
         writer.commit(index, stdout)

@@ -45,14 +45,16 @@ def test_export_applies_every_export_time_rule(capsys, tmp_path):
     vm = resource(bundle, "demo", "kubevirt.io", "VirtualMachine", "fedora")
     assert vm["spec"]["instancetype"]["revisionName"] == "fedora-u1.medium-v1beta1-3c1d5f-1"
     assert vm["spec"]["preference"]["revisionName"] == "fedora-fedora-pref-v1beta1-9a8b7c-1"
+    # an offline export holds no volume data: a DataVolume's PVC is left to CDI, its DataVolume unmarked
     dv = resource(bundle, "demo", "cdi.kubevirt.io", "DataVolume", "fedora-root")
-    assert dv["metadata"]["annotations"][rules.PREPOPULATED_ANNOTATION] == "fedora-root"
-    pvc = resource(bundle, "demo", "core", "PersistentVolumeClaim", "fedora-root")
-    assert pvc["metadata"]["annotations"][rules.POPULATED_FOR_ANNOTATION] == "fedora-root"
+    assert rules.PREPOPULATED_ANNOTATION not in dv["metadata"]["annotations"]
+    not_captured = node(bundle, "PersistentVolumeClaim", "fedora-root")
+    assert (not_captured["restore"], not_captured["rule"], not_captured["data"]) == (
+        False, "pvc-data-not-captured", "none")
     in_progress = resource(bundle, "demo", "cdi.kubevirt.io", "DataVolume", "worker-root-0")
     assert rules.PREPOPULATED_ANNOTATION not in (in_progress["metadata"].get("annotations") or {})
     unfinished = node(bundle, "PersistentVolumeClaim", "worker-root-0")
-    assert (unfinished["restore"], unfinished["rule"]) == (False, "pvc-of-unfinished-datavolume")
+    assert (unfinished["restore"], unfinished["rule"]) == (False, "pvc-never-populated")
     assert "file" not in unfinished and unfinished["original"].startswith("original/")
 
 

@@ -45,24 +45,49 @@ def test_revision_names_move_from_status_into_spec():
     assert "revisionName" not in source["spec"]["instancetype"]  # the input is not changed
 
 
-def test_succeeded_data_volume_is_marked_prepopulated_at_export():
-    exported, decision = rules.export_object(dv("Succeeded"), lambda ref: None)
+def captured(ref) -> bool:
+    return True
+
+
+def not_captured(ref) -> bool:
+    return False
+
+
+def test_succeeded_data_volume_is_marked_prepopulated_at_export_when_its_pvc_data_is_captured():
+    its_pvc = pvc(ownerReferences=[DV_OWNER])
+    exported, decision = rules.export_object(dv("Succeeded"), lambda ref: its_pvc, captured)
     assert exported["metadata"]["annotations"][rules.PREPOPULATED_ANNOTATION] == "dv1"
     assert decision.restore
-    exported, _ = rules.export_object(dv("ImportInProgress"), lambda ref: None)
+    exported, _ = rules.export_object(dv("ImportInProgress"), lambda ref: its_pvc, captured)
+    assert rules.PREPOPULATED_ANNOTATION not in (exported["metadata"].get("annotations") or {})
+    # no snapshot of its PVC: CDI must populate the PVC again, so the DataVolume must not claim it is populated,
+    # even when it carries the mark from an earlier restore
+    marked = dv("Succeeded", annotations={rules.PREPOPULATED_ANNOTATION: "dv1"})
+    exported, decision = rules.export_object(marked, lambda ref: its_pvc, not_captured)
+    assert rules.PREPOPULATED_ANNOTATION not in exported["metadata"]["annotations"] and decision.restore
+    exported, _ = rules.export_object(dv("Succeeded"), lambda ref: None, captured)
     assert rules.PREPOPULATED_ANNOTATION not in (exported["metadata"].get("annotations") or {})
 
 
 def test_pvc_of_succeeded_data_volume_is_marked_populated_for():
-    exported, decision = rules.export_object(pvc(ownerReferences=[DV_OWNER]), lambda ref: dv("Succeeded"))
+    exported, decision = rules.export_object(pvc(ownerReferences=[DV_OWNER]), lambda ref: dv("Succeeded"), captured)
     assert exported["metadata"]["annotations"][rules.POPULATED_FOR_ANNOTATION] == "dv1"
+    assert exported["metadata"]["ownerReferences"] == [DV_OWNER]
     assert decision.restore
 
 
 def test_pvc_of_unfinished_data_volume_is_not_restored():
-    _, decision = rules.export_object(pvc(ownerReferences=[DV_OWNER]), lambda ref: dv("ImportInProgress"))
+    _, decision = rules.export_object(pvc(ownerReferences=[DV_OWNER]), lambda ref: dv("ImportInProgress"), captured)
     assert not decision.restore
-    assert decision.rule == "pvc-of-unfinished-datavolume"
+    assert decision.rule == "pvc-never-populated" and "DataVolume phase ImportInProgress" in decision.reason
+
+
+def test_pvc_whose_data_the_bundle_lacks_is_not_restored():
+    exported, decision = rules.export_object(pvc(ownerReferences=[DV_OWNER]), lambda ref: dv("Succeeded"),
+                                             not_captured)
+    assert (decision.restore, decision.rule) == (False, "pvc-data-not-captured")
+    assert "--volumes existing" in decision.reason
+    assert rules.POPULATED_FOR_ANNOTATION not in (exported["metadata"].get("annotations") or {})
 
 
 def test_data_volume_owner_seen_through_cdi_annotation_when_owners_were_stripped():
@@ -99,12 +124,31 @@ def test_sanitize_metadata_drops_server_set_fields_and_status():
     assert "status" not in result
 
 
-def test_owner_references_are_repointed_or_dropped_never_kept_with_old_uid():
-    source = pvc(ownerReferences=[DV_OWNER, {**VM_OWNER, "controller": False}])
+def test_set_aside_owners_are_written_only_with_a_uid_from_this_cluster():
+    vm_owner = {**VM_OWNER, "controller": False}
+    source = rules.set_aside_owner_references(pvc(ownerReferences=[DV_OWNER, vm_owner]))
     result = rules.remap_owner_references(source, lambda owner, ns: "new-dv" if owner["kind"] == "DataVolume" else None)
     assert result["metadata"]["ownerReferences"] == [{**DV_OWNER, "uid": "new-dv"}]
-    result = rules.remap_owner_references(source, lambda owner, ns: None)
-    assert "ownerReferences" not in result["metadata"]
+    # the owner not found stays set aside for a later pass: never written with its old UID, never lost
+    assert rules.set_aside_owners(result) == [vm_owner]
+    untouched = rules.remap_owner_references(source, lambda owner, ns: None)
+    assert untouched == source
+    done = rules.remap_owner_references(result, lambda owner, ns: "new-vm")
+    assert done["metadata"]["ownerReferences"] == [{**DV_OWNER, "uid": "new-dv"}, {**vm_owner, "uid": "new-vm"}]
+    assert "annotations" not in done["metadata"]
+
+
+def test_live_owner_references_are_kept_as_they_are():
+    asked = []
+    live = pvc(ownerReferences=[DV_OWNER])
+    assert rules.remap_owner_references(live, lambda owner, ns: asked.append(owner) or "other") == live
+    assert asked == []
+    # a set-aside entry for an owner already live is not written twice (two controllers are rejected)
+    both = {**live, "metadata": {**live["metadata"], "annotations": {
+        rules.OWNER_REFERENCES_ANNOTATION: '[{"apiVersion":"cdi.kubevirt.io/v1beta1","kind":"DataVolume",'
+                                           '"name":"dv1","uid":"old-dv","controller":true}]'}}}
+    result = rules.remap_owner_references(both, lambda owner, ns: "new-dv")
+    assert result["metadata"]["ownerReferences"] == [DV_OWNER]
 
 
 def test_restricted_vmi_labels_are_stripped_from_standalone_vmis():
@@ -122,9 +166,12 @@ def test_pvc_binding_annotations_dropped_but_cdi_phase_kept():
     assert result["metadata"]["annotations"] == {"cdi.kubevirt.io/storage.pod.phase": "Succeeded"}
 
 
-def test_restore_marks_pvc_of_data_volume_populated_for():
-    result = restored(pvc(ownerReferences=[DV_OWNER]), RestoreContext(owner_uid=lambda o, ns: "new"))
+def test_restore_marks_pvc_of_data_volume_populated_for_only_with_evidence():
+    with_evidence = pvc(ownerReferences=[DV_OWNER], annotations={rules.POD_PHASE_ANNOTATION: "Succeeded"})
+    result = restored(with_evidence, RestoreContext(owner_uid=lambda o, ns: "new"))
     assert result["metadata"]["annotations"][rules.POPULATED_FOR_ANNOTATION] == "dv1"
+    blank = restored(pvc(ownerReferences=[DV_OWNER]), RestoreContext())
+    assert rules.POPULATED_FOR_ANNOTATION not in (blank["metadata"].get("annotations") or {})
 
 
 def test_restore_marks_data_volume_prepopulated_from_status_or_restored_pvc():
@@ -150,7 +197,7 @@ def test_an_unfinished_import_is_never_marked_populated():
     assert rules.PREPOPULATED_ANNOTATION not in (restored(dv("ImportInProgress"), done)["metadata"].get(
         "annotations") or {})
     unfinished = pvc(ownerReferences=[DV_OWNER], annotations={rules.POD_PHASE_ANNOTATION: "Pending"})
-    assert rules.restore_decision(unfinished).rule == "pvc-of-unfinished-datavolume"
+    assert rules.restore_decision(unfinished).rule == "pvc-never-populated"
     populating = pvc(annotations={rules.CREATED_FOR_DATA_VOLUME_ANNOTATION: "u",
                                   rules.POPULATOR_PROGRESS_ANNOTATION: "42.0%"})
     assert not rules.restore_decision(populating).restore
@@ -227,9 +274,9 @@ def test_owner_references_set_aside_for_apply_and_restored_with_new_uids():
     assert rules.data_volume_owner(aside) == "dv1"
     repointed = restored(aside, RestoreContext(owner_uid=lambda owner, ns: "new-dv"))
     assert repointed["metadata"]["ownerReferences"] == [{**DV_OWNER, "uid": "new-dv"}]
-    assert rules.OWNER_REFERENCES_ANNOTATION not in repointed["metadata"]["annotations"]
-    orphaned = restored(aside, RestoreContext())
-    assert "ownerReferences" not in orphaned["metadata"]
+    assert rules.OWNER_REFERENCES_ANNOTATION not in (repointed["metadata"].get("annotations") or {})
+    waiting = restored(aside, RestoreContext())
+    assert "ownerReferences" not in waiting["metadata"] and rules.owner_references(waiting) == [DV_OWNER]
 
 
 def test_data_volume_with_a_generated_name_is_not_marked():

@@ -293,9 +293,10 @@ def test_lookups_stop_once_the_request_budget_is_spent() -> None:
     well inside the webhook's 5 s timeout."""
     case = load("pvc-of-datavolume-owner-restored")
     review = json.loads(json.dumps(case["review"]))
-    owners = review["request"]["object"]["metadata"]["ownerReferences"]
-    review["request"]["object"]["metadata"]["ownerReferences"] = [
-        {**owners[0], "name": f"dv-{i}", "controller": i == 0} for i in range(6)]
+    annotations = review["request"]["object"]["metadata"]["annotations"]
+    owners = json.loads(annotations[rules.OWNER_REFERENCES_ANNOTATION])
+    annotations[rules.OWNER_REFERENCES_ANNOTATION] = json.dumps(
+        [{**owners[0], "name": f"dv-{i}", "controller": i == 0} for i in range(6)])
     lookups = StaticLookups({"delay": 0.6})
     response = post(create_app({"LOOKUPS": lookups}).test_client(), review).get_json()["response"]
     assert response["allowed"]

@@ -96,34 +96,52 @@ def annotations(obj: Obj | None) -> dict[str, str]:
 
 
 def restored_pvc(name: str, dv_uid: str) -> Obj:
+    """A DataVolume's PVC as Velero restores it: owners, uid and status stripped, CDI's records kept."""
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
             "metadata": {"name": name, "namespace": "prod", "labels": dict(RESTORED),
-                         "annotations": {"volume.kubernetes.io/selected-node": "old-node"},
-                         "ownerReferences": [{"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
-                                              "name": name, "uid": dv_uid, "controller": True}]},
+                         "annotations": {"volume.kubernetes.io/selected-node": "old-node",
+                                         rules.CREATED_FOR_DATA_VOLUME_ANNOTATION: dv_uid,
+                                         rules.POD_PHASE_ANNOTATION: "Succeeded"}},
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
 
 
 def test_velero_restore_order_pvc_then_datavolume(cluster, tmp_path) -> None:
-    """Velero restores PVCs before custom resources: the PVC's owner does not exist yet, so its stale
-    ownerReference goes; the DataVolume that follows finds its restored PVC and is marked prePopulated, whether
-    or not the API server still shows the webhook its status."""
+    """Velero restores PVCs before custom resources: the PVC, with evidence of its data, is marked populated for
+    its DataVolume; the DataVolume that follows finds its restored PVC and is marked prePopulated, whether or not
+    the API server still shows the webhook its status."""
     velero = as_user(cluster, tmp_path, VELERO)
     create(velero, kinds.PVC, restored_pvc("root", "0ld-uid"))
     stored = cluster.get_object("", "PersistentVolumeClaim", "prod", "root")
-    assert annotations(stored) == {rules.POPULATED_FOR_ANNOTATION: "root"}
+    assert annotations(stored) == {rules.CREATED_FOR_DATA_VOLUME_ANNOTATION: "0ld-uid",
+                                   rules.POD_PHASE_ANNOTATION: "Succeeded", rules.POPULATED_FOR_ANNOTATION: "root"}
     assert "ownerReferences" not in stored["metadata"]
     create(velero, kinds.DATA_VOLUME, data_volume("root"))
     assert annotations(cluster.get_object("cdi.kubevirt.io", "DataVolume", "prod", "root")) == \
         {rules.PREPOPULATED_ANNOTATION: "root"}
 
 
+def test_velero_restored_pvc_never_populated_is_denied(cluster, tmp_path) -> None:
+    """A DataVolume's PVC that CDI never populated (WaitForFirstConsumer, VM never started) carries no record: it
+    is refused, so CDI creates and populates it from the restored DataVolume instead of a blank disk."""
+    blank = restored_pvc("blank", "0ld-uid")
+    del blank["metadata"]["annotations"][rules.POD_PHASE_ANNOTATION]
+    with pytest.raises(ApiError) as denied:
+        create(as_user(cluster, tmp_path, VELERO), kinds.PVC, blank)
+    assert "pvc-never-populated" in str(denied.value)
+    assert cluster.get_object("", "PersistentVolumeClaim", "prod", "blank") is None
+
+
 def test_pvc_restored_after_its_datavolume_is_owned_by_the_new_datavolume(cluster, tmp_path) -> None:
     current = cluster.add(data_volume("data", labels={}))
-    create(as_user(cluster, tmp_path, VELERO), kinds.PVC, restored_pvc("data", "0ld-uid"))
+    pvc = restored_pvc("data", "0ld-uid")
+    pvc = rules.set_aside_owner_references({**pvc, "metadata": {**pvc["metadata"], "ownerReferences": [
+        {"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "name": "data", "uid": "0ld-uid",
+         "controller": True}]}})
+    create(as_user(cluster, tmp_path, VELERO), kinds.PVC, pvc)
     stored = cluster.get_object("", "PersistentVolumeClaim", "prod", "data")
     assert stored["metadata"]["ownerReferences"][0]["uid"] == current["metadata"]["uid"] != "0ld-uid"
-    assert annotations(stored) == {rules.POPULATED_FOR_ANNOTATION: "data"}
+    assert annotations(stored)[rules.POPULATED_FOR_ANNOTATION] == "data"
+    assert rules.OWNER_REFERENCES_ANNOTATION not in annotations(stored)
 
 
 def test_datavolume_without_status_is_prepopulated_when_its_pvc_was_restored_first(cluster, tmp_path) -> None:
@@ -232,13 +250,13 @@ def test_an_exported_bundle_applied_as_is_is_restored_by_the_rules(cluster, tmp_
         gitops.request("POST", collection_path(kind, kind.version, obj["metadata"].get("namespace")), body=obj)
     vm = cluster.get_object("kubevirt.io", "VirtualMachine", "demo", "fedora")
     dv = cluster.get_object("cdi.kubevirt.io", "DataVolume", "demo", "fedora-root")
-    pvc = cluster.get_object("", "PersistentVolumeClaim", "demo", "fedora-root")
-    assert annotations(dv)[rules.PREPOPULATED_ANNOTATION] == "fedora-root"
+    # an offline export holds no volume data: the DataVolume's PVC is left for CDI to populate again
+    assert rules.PREPOPULATED_ANNOTATION not in annotations(dv)
+    assert cluster.get_object("", "PersistentVolumeClaim", "demo", "fedora-root") is None
     assert dv["metadata"]["ownerReferences"][0]["uid"] == vm["metadata"]["uid"]
-    assert pvc["metadata"]["ownerReferences"][0]["uid"] == dv["metadata"]["uid"]
-    assert annotations(pvc)[rules.POPULATED_FOR_ANNOTATION] == "fedora-root"
-    assert rules.OWNER_REFERENCES_ANNOTATION not in annotations(pvc)
-    assert "volume.kubernetes.io/selected-node" not in annotations(pvc)
+    assert rules.OWNER_REFERENCES_ANNOTATION not in annotations(dv)
+    data = cluster.get_object("", "PersistentVolumeClaim", "demo", "fedora-data")
+    assert "volumeName" not in data["spec"] and data["metadata"]["labels"][rules.RESTORE_LABEL]
     assert cluster.get_object("kubevirt.io", "VirtualMachineInstance", "demo", "fedora") is None  # never in resources/
 
 

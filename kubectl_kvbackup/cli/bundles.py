@@ -71,7 +71,13 @@ def decision_note(node: dict[str, Any] | None) -> str:
         return "  [excluded]"
     if not node.get("restore"):
         return f"  [not restored: {node.get('reason')}]"
-    return "  [encrypted]" if node.get("encrypted") else ""
+    marks = [mark for mark, present in (
+        ("encrypted", node.get("encrypted")),
+        ("synthesized", node.get("synthesized")),
+        ("shared: created only if absent", node.get("shared")),
+        ("data: from snapshot" if node.get("data") == "snapshot" else "data: none, restored empty",
+         node.get("data") is not None)) if present]
+    return f"  [{'; '.join(marks)}]" if marks else ""
 
 
 def run_inspect(args: argparse.Namespace) -> int:

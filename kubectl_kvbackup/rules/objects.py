@@ -18,11 +18,17 @@ RESTORE_LABEL = "kvbackup.kubevirt.io/restore"
 VELERO_RESTORE_LABEL = "velero.io/restore-name"
 RESTORE_MODE_NAMESPACE_LABEL = "kvbackup.kubevirt.io/restore-mode"
 OWNER_REFERENCES_ANNOTATION = "kvbackup.kubevirt.io/owner-references"
+# CDI's PVC and DataVolume annotations: containerized-data-importer pkg/controller/common/util.go
 PREPOPULATED_ANNOTATION = "cdi.kubevirt.io/storage.prePopulated"
 POPULATED_FOR_ANNOTATION = "cdi.kubevirt.io/storage.populatedFor"
 CREATED_FOR_DATA_VOLUME_ANNOTATION = "cdi.kubevirt.io/createdForDataVolume"
 POD_PHASE_ANNOTATION = "cdi.kubevirt.io/storage.pod.phase"
 POPULATOR_PROGRESS_ANNOTATION = "cdi.kubevirt.io/storage.populator.progress"
+#: the value CDI's populators write once the data is in (ProgressDone)
+POPULATOR_PROGRESS_DONE = "100.0%"
+#: lets a new DataVolume adopt an existing PVC; KubeVirt sets it on every DataVolume it builds from a template
+#: (kubevirt pkg/storage/types/dv.go GenerateDataVolumeFromTemplate)
+ALLOW_CLAIM_ADOPTION_ANNOTATION = "cdi.kubevirt.io/allowClaimAdoption"
 VM_GENERATION_ANNOTATION = "kubevirt.io/vm-generation"
 VM_OWNER_KINDS = ("VirtualMachine", "VirtualMachineInstanceReplicaSet", "VirtualMachinePool")
 
@@ -69,7 +75,12 @@ def owner_references(obj: Obj) -> list[Obj]:
     meta = obj.get("metadata") or {}
     if meta.get("ownerReferences"):
         return meta["ownerReferences"]
-    stashed = (meta.get("annotations") or {}).get(OWNER_REFERENCES_ANNOTATION)
+    return set_aside_owners(obj)
+
+
+def set_aside_owners(obj: Obj) -> list[Obj]:
+    """The ownerReferences set aside in the annotation (old UIDs: not yet re-pointed at the owners' new ones)."""
+    stashed = ((obj.get("metadata") or {}).get("annotations") or {}).get(OWNER_REFERENCES_ANNOTATION)
     try:
         owners = json.loads(stashed) if stashed else []
     except ValueError:

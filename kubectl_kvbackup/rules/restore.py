@@ -12,18 +12,35 @@ from typing import Callable, NamedTuple
 
 from .. import kinds
 from ..graph.edges import controller_of
-from .export import copy_revision_names, data_volume_owner, import_unfinished, mark_populated_for, mark_prepopulated
+from ..kinds import group_of
+from .export import (copy_revision_names, data_volume_owner, mark_populated_for, mark_prepopulated,
+                     populated_with_evidence)
 from .identity import IdentitiesInUse, IdentityPolicy, apply_identity_policy
-from .objects import (OWNER_REFERENCES_ANNOTATION, Change, POD_PHASE_ANNOTATION, POPULATED_FOR_ANNOTATION, Obj,
-                      annotations_of, is_kind, meta_of, owner_references)
+from .objects import OWNER_REFERENCES_ANNOTATION, Change, Obj, annotations_of, is_kind, meta_of, set_aside_owners
 
 RESTRICTED_VMI_LABELS = (
     "kubevirt.io/created-by", "kubevirt.io/migrationJobUID", "kubevirt.io/nodeName",
     "kubevirt.io/migrationTargetNodeName", "kubevirt.io/schedulable", "kubevirt.io/install-strategy",
 )
+#: what binds a claim to a node and a volume of the old cluster: Velero drops these itself (velero
+#: pkg/restore/restore.go resetVolumeBindingInfo; pkg/restore/actions/pvc_action.go for the selected node)
 PVC_BINDING_ANNOTATIONS = (
     "volume.kubernetes.io/selected-node", "pv.kubernetes.io/bind-completed", "pv.kubernetes.io/bound-by-controller",
 )
+#: the provisioner the old cluster's PV controller picked for the claim (kubernetes pkg/controller/volume/
+#: persistentvolume: AnnStorageProvisioner, AnnBetaStorageProvisioner)
+PVC_PROVISIONER_ANNOTATIONS = (
+    "volume.beta.kubernetes.io/storage-provisioner", "volume.kubernetes.io/storage-provisioner",
+)
+#: CDI's volume populators: a claim naming one is filled by CDI from a source object its DataVolume created in the
+#: old cluster (containerized-data-importer staging/src/kubevirt.io/containerized-data-importer-api/pkg/apis/core/
+#: v1beta1/types.go VolumeImportSourceRef, VolumeUploadSourceRef, VolumeCloneSourceRef; pkg/controller/populators/
+#: forklift-populator.go for the forklift kinds)
+CDI_POPULATOR_SOURCES = frozenset({
+    ("cdi.kubevirt.io", "VolumeImportSource"), ("cdi.kubevirt.io", "VolumeUploadSource"),
+    ("cdi.kubevirt.io", "VolumeCloneSource"),
+    ("forklift.cdi.kubevirt.io", "OvirtVolumePopulator"), ("forklift.cdi.kubevirt.io", "OpenstackVolumePopulator"),
+})
 SERVER_SET_METADATA = ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields", "selfLink")
 
 
@@ -46,19 +63,12 @@ class Restored(NamedTuple):
 
 def data_volume_data_restored(dv: Obj, restored_pvc: Obj | None) -> bool:
     """Whether a DataVolume being restored has its data already: its status says Succeeded, or — when a tool
-    stripped the status — its PVC was restored first and shows a finished population. A status that says anything
+    stripped the status — its PVC was restored first with evidence of its data. A status that says anything
     else (an import in progress) means CDI must run it again."""
     phase = (dv.get("status") or {}).get("phase")
     if phase:
         return phase == "Succeeded"
-    if restored_pvc is None:
-        return False
-    annotations = (restored_pvc.get("metadata") or {}).get("annotations") or {}
-    name = (dv.get("metadata") or {}).get("name")
-    return annotations.get(POPULATED_FOR_ANNOTATION) == name or (
-        annotations.get(POD_PHASE_ANNOTATION) == "Succeeded" and not import_unfinished(restored_pvc))
-
-
+    return restored_pvc is not None and populated_with_evidence(restored_pvc, None)
 
 
 def sanitize_metadata(obj: Obj) -> Obj:
@@ -83,25 +93,42 @@ def set_aside_owner_references(obj: Obj) -> Obj:
     return result
 
 
+def _owner_key(owner: Obj) -> tuple[str, str, str]:
+    return group_of(str(owner.get("apiVersion", ""))), str(owner.get("kind", "")), str(owner.get("name", ""))
+
+
 def remap_owner_references(obj: Obj, owner_uid: Callable[[Obj, str], str | None]) -> Obj:
-    """An ownerReference with an old UID makes the garbage collector delete the object: re-point or drop it."""
-    owners = owner_references(obj)
+    """Set-aside owners become ownerReferences carrying the owner's UID in this cluster, once ``owner_uid`` knows
+    it. An ownerReference with an old UID makes the garbage collector delete the object, so an owner not (yet)
+    found stays set aside for a later pass to re-point; references already live are the creator's and are kept
+    as they are."""
     result = copy.deepcopy(obj)
-    meta = meta_of(result)
-    (meta.get("annotations") or {}).pop(OWNER_REFERENCES_ANNOTATION, None)
-    if meta.get("annotations") == {}:
-        del meta["annotations"]
-    if not owners:
+    set_aside = set_aside_owners(obj)
+    if not set_aside:
         return result
-    kept = []
-    for owner in owners:
-        current = owner_uid(owner, meta.get("namespace", ""))
-        if current:
-            kept.append({**owner, "uid": current})
-    if kept:
-        meta["ownerReferences"] = kept
+    meta = meta_of(result)
+    live = meta.get("ownerReferences") or []
+    live_keys = {_owner_key(owner) for owner in live}
+    written, waiting = [], []
+    for owner in set_aside:
+        if _owner_key(owner) in live_keys:
+            continue
+        uid = owner_uid(owner, meta.get("namespace", ""))
+        if uid:
+            written.append({**owner, "uid": uid})
+        else:
+            waiting.append(owner)
+    if waiting == set_aside:
+        return result
+    if written:
+        meta["ownerReferences"] = [*live, *written]
+    annotations = annotations_of(result)
+    if waiting:
+        annotations[OWNER_REFERENCES_ANNOTATION] = json.dumps(waiting, separators=(",", ":"))
     else:
-        meta.pop("ownerReferences", None)
+        del annotations[OWNER_REFERENCES_ANNOTATION]
+        if not annotations:
+            del meta["annotations"]
     return result
 
 
@@ -124,6 +151,34 @@ def drop_pvc_binding_annotations(pvc: Obj) -> Obj:
     return _without_metadata_keys(pvc, "annotations", PVC_BINDING_ANNOTATIONS)
 
 
+def bindable_pvc(pvc: Obj) -> Obj:
+    """A claim that can bind in another cluster: no volume, node or provisioner of the old one, and no CDI
+    populator source (its source object is the old cluster's; a restored claim naming it never binds). CDI's pod
+    phase stays: it is the evidence that the data was there.
+
+    Not for the webhook: Velero binds the PVCs it restores to the PVs it restored through ``spec.volumeName`` and
+    points them at its own VolumeSnapshots through ``spec.dataSource`` (velero pkg/restore/restore.go,
+    pkg/restore/actions/csi/pvc_action.go)."""
+    result = _without_metadata_keys(pvc, "annotations", PVC_BINDING_ANNOTATIONS + PVC_PROVISIONER_ANNOTATIONS)
+    spec = result.get("spec") or {}
+    spec.pop("volumeName", None)
+    for field_name in ("dataSource", "dataSourceRef"):
+        source = spec.get(field_name)
+        if isinstance(source, dict) and (source.get("apiGroup"), source.get("kind")) in CDI_POPULATOR_SOURCES:
+            del spec[field_name]
+    return result
+
+
+def pvc_from_snapshot(pvc: Obj, snapshot_name: str) -> Obj:
+    """A bindable claim whose data comes from the export's VolumeSnapshot in its namespace. ``dataSource`` and
+    ``dataSourceRef`` must agree when both are set (kubernetes pkg/apis/core/validation), so both name it."""
+    result = bindable_pvc(pvc)
+    source = {"apiGroup": kinds.VOLUME_SNAPSHOT.group, "kind": kinds.VOLUME_SNAPSHOT.kind, "name": snapshot_name}
+    spec = result.setdefault("spec", {})
+    spec["dataSource"], spec["dataSourceRef"] = dict(source), dict(source)
+    return result
+
+
 def restore_object(obj: Obj, ctx: RestoreContext) -> Restored:
     """Every restore-time rule for the object's kind, applied to a copy. Server-set metadata is not touched here:
     the webhook sees objects the API server already owns; ``sanitize_metadata`` is for tools that create them."""
@@ -134,8 +189,9 @@ def restore_object(obj: Obj, ctx: RestoreContext) -> Restored:
         if name and data_volume_data_restored(result, ctx.restored_pvc(namespace, name) if name else None):
             result = mark_prepopulated(result)
     elif is_kind(result, kinds.PVC):
+        # binding and data source stay: Velero binds the claim to the PV or VolumeSnapshot it restored
         dv_name = data_volume_owner(obj)
-        if dv_name:
+        if dv_name and populated_with_evidence(obj, None):
             result = mark_populated_for(result, dv_name)
         result = drop_pvc_binding_annotations(result)
     elif is_kind(result, kinds.VMI):
