@@ -8,7 +8,8 @@ copy (or a ``Decision``); nothing here does I/O.
 from .context import SYSTEM_SERVICE_ACCOUNT_NAMES, in_restore_context, is_system_request
 from .export import (copy_revision_names, data_volume_owner, data_volume_succeeded, export_object, import_unfinished,
                      mark_populated_for, mark_prepopulated, restore_decision)
-from .identity import IdentitiesInUse, IdentityPolicy, apply_identity_policy, identity_values, normalize_mac
+from .identity import (FirmwarePolicy, IdentitiesInUse, IdentityPolicies, MacPolicy, apply_identity_policy,
+                       identity_values, name_derived_firmware_uuid, needs_identities_in_use, normalize_mac)
 from .objects import (CREATED_FOR_DATA_VOLUME_ANNOTATION, OWNER_REFERENCES_ANNOTATION, POD_PHASE_ANNOTATION,
                       POPULATED_FOR_ANNOTATION, POPULATOR_PROGRESS_ANNOTATION, PREPOPULATED_ANNOTATION, RESTORE,
                       RESTORE_LABEL, RESTORE_MODE_NAMESPACE_LABEL, VELERO_RESTORE_LABEL, VM_GENERATION_ANNOTATION,
@@ -21,7 +22,8 @@ __all__ = [
     "SYSTEM_SERVICE_ACCOUNT_NAMES", "in_restore_context", "is_system_request",
     "copy_revision_names", "data_volume_owner", "data_volume_succeeded", "export_object", "import_unfinished",
     "mark_populated_for", "mark_prepopulated", "restore_decision",
-    "IdentitiesInUse", "IdentityPolicy", "apply_identity_policy", "identity_values", "normalize_mac",
+    "FirmwarePolicy", "IdentitiesInUse", "IdentityPolicies", "MacPolicy", "apply_identity_policy", "identity_values",
+    "name_derived_firmware_uuid", "needs_identities_in_use", "normalize_mac",
     "CREATED_FOR_DATA_VOLUME_ANNOTATION", "OWNER_REFERENCES_ANNOTATION", "POD_PHASE_ANNOTATION",
     "POPULATED_FOR_ANNOTATION", "POPULATOR_PROGRESS_ANNOTATION", "PREPOPULATED_ANNOTATION", "RESTORE",
     "RESTORE_LABEL", "RESTORE_MODE_NAMESPACE_LABEL", "VELERO_RESTORE_LABEL", "VM_GENERATION_ANNOTATION",
