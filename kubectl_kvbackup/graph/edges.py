@@ -370,11 +370,11 @@ def is_hotplug_pod(pod: Obj) -> bool:
 
 
 def pod_edges(pod: Obj, index: Index) -> list[Edge]:
-    """A launcher pod's hotplug attachment pods, which it owns."""
-    if not is_launcher_pod(pod):
+    """A launcher pod's hotplug attachment pods, which it owns (by UID: a pod without one owns nothing we can tell)."""
+    uid = _meta(pod).get("uid")
+    if not is_launcher_pod(pod) or not uid:
         return []
     namespace = _meta(pod).get("namespace", "")
-    uid = _meta(pod).get("uid")
     return sorted((Edge(Ref.of(kinds.POD, namespace, _meta(p)["name"]),
                         "metadata.uid (ownerReference of hotplug attachment pod)")
                    for p in index.list(kinds.POD, namespace)
@@ -393,12 +393,11 @@ def replica_set_vmis(rs: Obj, index: Index) -> list[tuple[Obj, str]]:
     selector = selector_from_label_selector((rs.get("spec") or {}).get("selector"))
     found: list[tuple[Obj, str]] = []
     for vmi in index.list(kinds.VMI, meta.get("namespace", "")):
-        controller = controller_of(vmi)
-        if is_controlled_by(vmi, rs):
-            found.append((vmi, "metadata.uid (controller ownerReference)"))
-        elif controller is not None:
-            continue
-        elif _labels(vmi).get(REPLICA_SET_LABEL) == meta.get("name"):
+        if controller_of(vmi) is not None:
+            if is_controlled_by(vmi, rs):
+                found.append((vmi, "metadata.uid (controller ownerReference)"))
+            continue  # another controller's VMI is never taken, even one the selector matches
+        if _labels(vmi).get(REPLICA_SET_LABEL) == meta.get("name"):
             found.append((vmi, f"metadata.name (label {REPLICA_SET_LABEL})"))
         elif selector.matches(_labels(vmi)):
             found.append((vmi, "spec.selector"))
