@@ -215,6 +215,15 @@ def test_webhook_replaces_a_colliding_mac_and_warns_with_old_and_new():
            "cluster or this restore)" in response["warnings"]
 
 
+def test_webhook_answers_the_same_review_alike_with_cached_lookups():
+    """What one review reserves stays with that review: lookups that cache the values in use (as the cluster's
+    do) must not see the first answer's new MAC as taken by the second."""
+    client = create_app({"LOOKUPS": StaticLookups({"identities": [["02:00:00:aa:bb:01"], [], []]})}).test_client()
+    review = load("vm-mac-collision")["review"]
+    first, second = (decoded_patch(post(client, review).get_json()["response"]) for _ in range(2))
+    assert first == second != []
+
+
 def test_webhook_lists_identities_only_when_a_collision_policy_needs_them(monkeypatch):
     review = load("vm-mac-collision")["review"]
     default = StaticLookups({"identities": [["02:00:00:aa:bb:01"], [], []]})

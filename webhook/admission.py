@@ -282,6 +282,7 @@ class _Recorder:
 
 
 def _restore_context(obj: Obj, policies: IdentityPolicies, recorder: _Recorder) -> RestoreContext:
-    macs, serials, uuids = recorder.identities(obj, policies)
+    # copies: the rules reserve the object's own values in them, and the lookups may cache what they return
+    macs, serials, uuids = (set(values) for values in recorder.identities(obj, policies))
     return RestoreContext(identity=policies, identities_in_use=IdentitiesInUse(macs, serials, uuids),
                           owner_uid=recorder.owner_uid, restored_pvc=recorder.restored_pvc)

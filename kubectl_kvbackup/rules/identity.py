@@ -159,7 +159,9 @@ def _first_free(candidate: Callable[[int], str], taken: set[str]) -> str:
 
 def stable_mac(namespace: str, name: str, interface: str, attempt: int) -> str:
     """A locally administered unicast MAC address (first octet: bit 1 set, bit 0 clear), the same for the same
-    interface of the same object."""
+    interface of the same object. KubeMacPool takes a requested MAC outside its range as it is, only refusing
+    duplicates (k8snetworkplumbingwg/kubemacpool pkg/pool-manager/virtualmachine_pool.go
+    allocateRequestedVirtualMachineInterfaceMac), so the address need not come from its range."""
     digest = hashlib.sha256(f"{namespace}/{name}/{interface}/{attempt}".encode()).digest()
     return ":".join(f"{octet:02x}" for octet in bytes([(digest[0] & 0xFC) | 0x02]) + digest[1:6])
 
