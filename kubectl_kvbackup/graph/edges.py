@@ -412,6 +412,7 @@ def vmirs_edges(rs: Obj, index: Index) -> list[Edge]:
 
 
 def pool_per_vm_names(pool: Obj) -> PerVMNames:
+    """The names ``pool`` rewrites for each VM it creates."""
     spec = pool.get("spec") or {}
     vm_spec = (spec.get("virtualMachineTemplate") or {}).get("spec") or {}
     name_generation = spec.get("nameGeneration") or {}
