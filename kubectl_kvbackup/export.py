@@ -150,6 +150,7 @@ def build_index(graph: Graph, nodes: list[Obj], options: ExportOptions, source: 
         "roots": [r.to_dict() for r in graph.roots],
         "nodes": nodes + missing,
         "edges": [e.to_dict() for e in graph.edges],
+        "dataNotCaptured": [n.to_dict() for n in graph.notes],
         "freeze": freeze_report,
         "snapshots": [s.to_dict() for s in snapshots],
         "secrets": secrets,

@@ -55,7 +55,7 @@ RESOURCES = {(k.api_version, k.kind): k for k in (
 class Settings:
     namespace: str = DEFAULT_NAMESPACE
     image: str = DEFAULT_IMAGE
-    identity_policy: str = rules.IdentityPolicy.CLEAR_ON_COLLISION.value
+    identity: rules.IdentityPolicies = rules.IdentityPolicies()
 
 
 def _meta(name: str, namespace: str | None = None, labels: dict[str, str] | None = None) -> Obj:
@@ -66,7 +66,7 @@ def _meta(name: str, namespace: str | None = None, labels: dict[str, str] | None
     return meta
 
 
-def _cluster_role() -> Obj:
+def _cluster_role(settings: Settings) -> Obj:
     """Least privilege, read-only; each rule is a lookup the restore rules need (docs/webhook.md, RBAC)."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": _meta(NAME),
@@ -80,9 +80,9 @@ def _cluster_role() -> Obj:
             {"apiGroups": ["pool.kubevirt.io"], "resources": ["virtualmachinepools"], "verbs": ["get"]},
             {"apiGroups": ["apps"], "resources": ["replicasets", "statefulsets", "daemonsets"], "verbs": ["get"]},
             {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
-            # owners, and the MAC addresses, serials and UUIDs in use (clear-on-collision)
+            # owners, and the MAC addresses, serials and UUIDs in use cluster-wide when a collision policy needs them
             {"apiGroups": ["kubevirt.io"], "resources": ["virtualmachines", "virtualmachineinstances"],
-             "verbs": ["get", "list"]},
+             "verbs": ["get", "list"] if settings.identity.needs_cluster_identities else ["get"]},
         ],
     }
 
@@ -93,7 +93,8 @@ def _deployment(settings: Settings) -> Obj:
         "env": [
             {"name": "KVBACKUP_WEBHOOK_WORKERS", "value": "2"},
             {"name": "KVBACKUP_WEBHOOK_THREADS", "value": "4"},
-            {"name": "KVBACKUP_WEBHOOK_IDENTITY_POLICY", "value": settings.identity_policy},
+            {"name": "KVBACKUP_WEBHOOK_MAC_POLICY", "value": settings.identity.mac.value},
+            {"name": "KVBACKUP_WEBHOOK_FIRMWARE_POLICY", "value": settings.identity.firmware.value},
             {"name": "KVBACKUP_WEBHOOK_CERT_DIR", "value": CERT_DIR},
             {"name": "KVBACKUP_WEBHOOK_TMP_DIR", "value": "/tmp"},
         ],
@@ -196,7 +197,7 @@ def render(settings: Settings, tls: TLSMaterial | None = None) -> list[Obj]:
     objects: list[Obj] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(ns, labels=MANAGED_BY)},
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(NAME, ns)},
-        _cluster_role(),
+        _cluster_role(settings),
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": _meta(NAME),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
          "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": ns}]},

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from kubectl_kvbackup import kinds
+from kubectl_kvbackup.bundle import read_bundle
+from kubectl_kvbackup.cli.main import main
 from kubectl_kvbackup.graph.walk import walk
 from kubectl_kvbackup.refs import Ref
 from kubectl_kvbackup.sources import ManifestSource
@@ -200,3 +203,163 @@ def test_configmap_or_secret_volume_marked_optional_gives_an_optional_edge():
     graph = graph_of(kinds.VM, "opt", [vm])
     assert [e.target.name for e in graph.missing_required()] == ["must-secret"]
     assert {e.target.name for e in graph.edges if e.optional} == {"maybe-cm", "maybe-secret"}
+
+
+# --- references real VMs have beyond the guide's table ---
+
+def test_kernel_boot_container_pull_secret():
+    vm = obj("kubevirt.io/v1", "VirtualMachine", "kb", spec={"template": {"spec": {"domain": {"firmware": {
+        "kernelBoot": {"container": {"image": "registry.example/kernel:1", "imagePullSecret": "kernel-pull"}}}}}}})
+    graph = graph_of(kinds.VM, "kb", [vm, obj("v1", "Secret", "kernel-pull")])
+    assert (Ref.of(kinds.VM, "demo", "kb"), Ref.of(kinds.SECRET, "demo", "kernel-pull"),
+            f"{T}.domain.firmware.kernelBoot.container.imagePullSecret", False) in edge_set(graph)
+
+
+# every Secret and ConfigMap a CDI DataVolume source names (CDI core/v1beta1 types.go, DataVolumeSource*)
+SOURCE_FIELDS = {"http": ("secretRef", "certConfigMap"), "s3": ("secretRef", "certConfigMap"), "gcs": ("secretRef",),
+                 "registry": ("secretRef", "certConfigMap"), "imageio": ("secretRef", "certConfigMap"),
+                 "vddk": ("secretRef", "certConfigMap", "extraArgs")}
+DV_SOURCE_REFERENCES = [(source, field, kinds.SECRET if field == "secretRef" else kinds.CONFIG_MAP)
+                        for source, fields in SOURCE_FIELDS.items() for field in fields]
+
+
+def dv_with_source(name: str, source: dict, phase: str | None) -> dict:
+    return obj("cdi.kubevirt.io/v1beta1", "DataVolume", name, spec={"source": source},
+               **({"status": {"phase": phase}} if phase else {}))
+
+
+@pytest.mark.parametrize("source,field,kind", DV_SOURCE_REFERENCES, ids=[f"{s}.{f}" for s, f, _ in DV_SOURCE_REFERENCES])
+def test_data_volume_source_credentials_and_certificates(source, field, kind):
+    importing = dv_with_source("disk", {source: {"url": "x", field: "needed"}}, "ImportInProgress")
+    dv_ref = Ref.of(kinds.DATA_VOLUME, "demo", "disk")
+    path = f"spec.source.{source}.{field}"
+    graph = graph_of(kinds.DATA_VOLUME, "disk", [importing])
+    assert (dv_ref, Ref.of(kind, "demo", "needed"), path, False) in edge_set(graph)
+    # once imported, CDI needs them only to import again: a deleted one is no broken VM
+    imported = dv_with_source("disk", {source: {"url": "x", field: "needed"}}, "Succeeded")
+    assert (dv_ref, Ref.of(kind, "demo", "needed"), path, True) in edge_set(
+        graph_of(kinds.DATA_VOLUME, "disk", [imported]))
+    vm = obj("kubevirt.io/v1", "VirtualMachine", "v", spec={"template": {"spec": {}}, "dataVolumeTemplates": [
+        {"metadata": {"name": "disk"}, "spec": {"source": {source: {"url": "x", field: "needed"}}}}]})
+    assert (Ref.of(kinds.VM, "demo", "v"), Ref.of(kind, "demo", "needed"),
+            f"spec.dataVolumeTemplates[0].{path}", True) in edge_set(graph_of(kinds.VM, "v", [vm]))
+
+
+def test_data_volume_http_secret_extra_headers():
+    dv = dv_with_source("disk", {"http": {"url": "x", "secretExtraHeaders": ["token-a", "token-b"]}}, None)
+    edges = edge_set(graph_of(kinds.DATA_VOLUME, "disk", [dv]))
+    for j, name in enumerate(("token-a", "token-b")):
+        assert (Ref.of(kinds.DATA_VOLUME, "demo", "disk"), Ref.of(kinds.SECRET, "demo", name),
+                f"spec.source.http.secretExtraHeaders[{j}]", False) in edges
+
+
+def test_changed_block_tracking_state_lives_on_the_backend_pvc():
+    backend = obj("v1", "PersistentVolumeClaim", "persistent-state-for-cbt-x1",
+                  metadata={"labels": {"persistent-state-for": "cbt"}})
+    for state, tracked in (("Enabled", True), ("Initializing", True), ("PendingRestart", False),
+                           ("Disabled", False)):
+        vm = obj("kubevirt.io/v1", "VirtualMachine", "cbt", spec={"template": {"spec": {}}},
+                 status={"changedBlockTracking": {"state": state}})
+        edge = (Ref.of(kinds.VM, "demo", "cbt"), Ref.of(kinds.PVC, "demo", "persistent-state-for-cbt-x1"),
+                "status.changedBlockTracking.state (label persistent-state-for)", False)
+        assert (edge in edge_set(graph_of(kinds.VM, "cbt", [vm, backend]))) is tracked, state
+    vmi = obj("kubevirt.io/v1", "VirtualMachineInstance", "cbt", spec={},
+              status={"changedBlockTracking": {"state": "Enabled"}})
+    assert (Ref.of(kinds.VMI, "demo", "cbt"), Ref.of(kinds.PVC, "demo", "persistent-state-for-cbt-x1"),
+            "status.changedBlockTracking.state (label persistent-state-for)", False) in edge_set(
+        graph_of(kinds.VMI, "cbt", [vmi, backend]))
+
+
+def pool_objects(name_generation: dict | None = None) -> list[dict]:
+    """A pool as KubeVirt's pool controller leaves it (pkg/virt-controller/watch/pool/pool.go): VM ``web-0`` with
+    its template's DataVolume names suffixed ``-0``, and the pool revision label."""
+    volumes = [{"name": "root", "persistentVolumeClaim": {"claimName": "root"}},
+               {"name": "cfg", "configMap": {"name": "cfg"}},
+               {"name": "ci", "cloudInitNoCloud": {"secretRef": {"name": "userdata"}}}]
+    template = {"dataVolumeTemplates": [{"metadata": {"name": "root"}, "spec": {"source": {"blank": {}}}}],
+                "template": {"spec": {"volumes": volumes}}}
+    suffix = "-0" if name_generation else ""
+    vm_volumes = [{"name": "root", "persistentVolumeClaim": {"claimName": "root-0"}},
+                  {"name": "cfg", "configMap": {"name": f"cfg{suffix}"}},
+                  {"name": "ci", "cloudInitNoCloud": {"secretRef": {"name": f"userdata{suffix}"}}}]
+    pool = obj("pool.kubevirt.io/v1alpha1", "VirtualMachinePool", "web", metadata={"uid": "pool-uid"},
+               spec={"virtualMachineTemplate": {"spec": template}, **(
+                   {"nameGeneration": name_generation} if name_generation else {})})
+    vm = obj("kubevirt.io/v1", "VirtualMachine", "web-0", metadata={
+        "uid": "vm-uid", "labels": {"kubevirt.io/vm-pool-revision-name": "web-1"},
+        "ownerReferences": [{"kind": "VirtualMachinePool", "name": "web", "uid": "pool-uid", "controller": True}]},
+        spec={"dataVolumeTemplates": [{"metadata": {"name": "root-0"}, "spec": {"source": {"blank": {}}}}],
+              "template": {"spec": {"volumes": vm_volumes}}})
+    owned = [obj(api, kind, name) for api, kind, name in (
+        ("cdi.kubevirt.io/v1beta1", "DataVolume", "root-0"), ("v1", "PersistentVolumeClaim", "root-0"),
+        ("v1", "ConfigMap", f"cfg{suffix}"), ("v1", "Secret", f"userdata{suffix}"),
+        ("apps/v1", "ControllerRevision", "web-1"))]
+    return [pool, vm, *owned]
+
+
+def test_pool_per_vm_volume_names_are_no_missing_nodes():
+    graph = graph_of(kinds.VMPOOL, "web", pool_objects())
+    assert graph.missing_required() == []
+    assert Ref.of(kinds.PVC, "demo", "root") not in graph.objects
+    assert Ref.of(kinds.DATA_VOLUME, "demo", "root") not in graph.objects
+    assert graph.found(Ref.of(kinds.PVC, "demo", "root-0")) and graph.found(Ref.of(kinds.DATA_VOLUME, "demo", "root-0"))
+    # without nameGeneration the pool's VMs share its ConfigMap and Secret: the template names real objects
+    assert (Ref.of(kinds.VMPOOL, "demo", "web"), Ref.of(kinds.CONFIG_MAP, "demo", "cfg"),
+            "spec.virtualMachineTemplate.spec.template.spec.volumes[1].configMap.name", False) in edge_set(graph)
+
+
+def test_pool_name_generation_suffixes_config_map_and_secret_references():
+    graph = graph_of(kinds.VMPOOL, "web", pool_objects({"appendIndexToConfigMapRefs": True,
+                                                        "appendIndexToSecretRefs": True}))
+    assert graph.missing_required() == []
+    assert Ref.of(kinds.CONFIG_MAP, "demo", "cfg") not in graph.objects
+    assert Ref.of(kinds.SECRET, "demo", "userdata") not in graph.objects
+    assert graph.found(Ref.of(kinds.CONFIG_MAP, "demo", "cfg-0")) and graph.found(Ref.of(kinds.SECRET, "demo",
+                                                                                          "userdata-0"))
+    only_config_maps = pool_objects({"appendIndexToConfigMapRefs": True})
+    only_config_maps[1]["spec"]["template"]["spec"]["volumes"][2]["cloudInitNoCloud"]["secretRef"]["name"] = "userdata"
+    only_config_maps.append(obj("v1", "Secret", "userdata"))
+    graph = graph_of(kinds.VMPOOL, "web", only_config_maps)
+    assert Ref.of(kinds.CONFIG_MAP, "demo", "cfg") not in graph.objects
+    assert (Ref.of(kinds.VMPOOL, "demo", "web"), Ref.of(kinds.SECRET, "demo", "userdata"),
+            "spec.virtualMachineTemplate.spec.template.spec.volumes[2].cloudInitNoCloud.secretRef.name",
+            False) in edge_set(graph)
+
+
+def test_pool_vm_reaches_the_pool_revision_it_was_made_from():
+    graph = graph_of(kinds.VMPOOL, "web", pool_objects())
+    assert (Ref.of(kinds.VM, "demo", "web-0"), Ref.of(kinds.CONTROLLER_REVISION, "demo", "web-1"),
+            "metadata.labels[kubevirt.io/vm-pool-revision-name]", False) in edge_set(graph)
+    assert graph.found(Ref.of(kinds.CONTROLLER_REVISION, "demo", "web-1"))
+
+
+def host_disk_vm() -> dict:
+    return obj("kubevirt.io/v1", "VirtualMachine", "hd", metadata={"uid": "hd-uid"}, spec={"template": {"spec": {
+        "volumes": [{"name": "cfg", "configMap": {"name": "hd-config"}},
+                    {"name": "local", "hostDisk": {"path": "/var/lib/disks/hd.img", "type": "DiskOrCreate"}}]}}})
+
+
+def test_host_disk_data_is_reported_as_not_captured():
+    vmi = obj("kubevirt.io/v1", "VirtualMachineInstance", "hd", spec=host_disk_vm()["spec"]["template"]["spec"],
+              metadata={"ownerReferences": [{"kind": "VirtualMachine", "name": "hd", "uid": "hd-uid",
+                                             "controller": True}]})
+    graph = graph_of(kinds.VM, "hd", [host_disk_vm(), vmi, obj("v1", "ConfigMap", "hd-config")])
+    note = {"object": Ref.of(kinds.VM, "demo", "hd").to_dict(), "path": f"{T}.volumes[1].hostDisk.path",
+            "what": "hostDisk /var/lib/disks/hd.img on the node: data not captured"}
+    assert graph.to_dict()["notes"] == [note]  # the VM's own VMI uses the same disk: reported once
+    standalone = obj("kubevirt.io/v1", "VirtualMachineInstance", "solo", spec=host_disk_vm()["spec"]["template"]["spec"])
+    assert [n.path for n in graph_of(kinds.VMI, "solo", [standalone]).notes] == ["spec.volumes[1].hostDisk.path"]
+
+
+def test_host_disk_shows_in_graph_output_warnings_and_the_export_index(capsys, tmp_path):
+    manifest = tmp_path / "hd.yaml"
+    manifest.write_text(yaml.safe_dump_all([host_disk_vm(), obj("v1", "ConfigMap", "hd-config")]))
+    assert main(["graph", "-f", str(manifest), "-n", "demo", "vm/hd"]) == 0
+    out, err = capsys.readouterr()
+    assert f"└── ! hostDisk /var/lib/disks/hd.img on the node: data not captured  ({T}.volumes[1].hostDisk.path)" \
+        in out.splitlines()
+    assert "uses hostDisk /var/lib/disks/hd.img on the node: data not captured" in err
+    assert main(["export", "-f", str(manifest), "-n", "demo", "vm/hd", "--to", str(tmp_path / "b")]) == 0
+    assert read_bundle(str(tmp_path / "b")).index["dataNotCaptured"] == [
+        {"object": Ref.of(kinds.VM, "demo", "hd").to_dict(), "path": f"{T}.volumes[1].hostDisk.path",
+         "what": "hostDisk /var/lib/disks/hd.img on the node: data not captured"}]

@@ -25,7 +25,7 @@ def test_json_output_has_the_documented_schema(capsys):
     code, out, err = run_cli(capsys, "graph", "-f", EXAMPLES, "-n", "demo", "vm/fedora", "-o", "json")
     assert code == 0, err
     data = json.loads(out)
-    assert set(data) == {"roots", "nodes", "edges"}
+    assert set(data) == {"roots", "nodes", "edges", "notes"}
     assert data["roots"] == [{"group": "kubevirt.io", "kind": "VirtualMachine", "namespace": "demo",
                               "name": "fedora"}]
     assert all(set(n) == {"group", "kind", "namespace", "name", "found"} for n in data["nodes"])

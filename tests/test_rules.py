@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kubectl_kvbackup import rules
-from kubectl_kvbackup.rules import IdentitiesInUse, IdentityPolicy, RestoreContext
+from kubectl_kvbackup.rules import RestoreContext
 
 from .helpers import obj
 
@@ -154,7 +154,7 @@ def test_live_owner_references_are_kept_as_they_are():
 def test_restricted_vmi_labels_are_stripped_from_standalone_vmis():
     labels = {label: "x" for label in rules.RESTRICTED_VMI_LABELS} | {"app": "db"}
     standalone = obj("kubevirt.io/v1", "VirtualMachineInstance", "solo", metadata={"labels": labels})
-    result = restored(standalone, RestoreContext(identity_policy=IdentityPolicy.KEEP))
+    result = restored(standalone, RestoreContext())
     assert result["metadata"]["labels"] == {"app": "db"}
 
 
@@ -212,46 +212,6 @@ def test_objects_kubevirt_recreates_are_recognised_after_a_tool_stripped_their_o
     aside = rules.set_aside_owner_references(obj("kubevirt.io/v1", "VirtualMachineInstance", "vm1",
                                                  metadata={"ownerReferences": [VM_OWNER]}))
     assert rules.restore_decision(aside).rule == "owned-vmi"
-
-
-def _identity_vm():
-    return vm(domain={"devices": {"interfaces": [{"name": "a", "macAddress": "02:00:00:00:00:01"},
-                                                 {"name": "b", "macAddress": "02:00:00:00:00:02"}]},
-                      "firmware": {"serial": "s-1", "uuid": "5d307ca9-b3ef-428c-8861-06e72d69f223"}})
-
-
-def _identity(result):
-    domain = result["spec"]["template"]["spec"]["domain"]
-    return ([i.get("macAddress") for i in domain["devices"]["interfaces"]], domain["firmware"]["serial"],
-            domain["firmware"]["uuid"])
-
-
-def test_identity_policy_keep_leaves_values():
-    macs, serial, uid = _identity(restored(_identity_vm(), RestoreContext(
-        identity_policy=IdentityPolicy.KEEP,
-        identities_in_use=IdentitiesInUse(macs={"02:00:00:00:00:01"}, serials={"s-1"}))))
-    assert macs == ["02:00:00:00:00:01", "02:00:00:00:00:02"] and serial == "s-1"
-
-
-def test_identity_policy_clear_on_collision_clears_only_colliding_values():
-    macs, serial, uid = _identity(restored(_identity_vm(), RestoreContext(
-        identity_policy=IdentityPolicy.CLEAR_ON_COLLISION, identities_in_use=IdentitiesInUse(
-            macs={"02:00:00:00:00:01"}, serials=set(), uuids={"5d307ca9-b3ef-428c-8861-06e72d69f223"}))))
-    assert macs == [None, "02:00:00:00:00:02"]
-    assert serial == "s-1"
-    assert uid != "5d307ca9-b3ef-428c-8861-06e72d69f223"
-
-
-def test_identity_policy_clear_clears_macs_and_regenerates_serial_and_uuid():
-    macs, serial, uid = _identity(restored(_identity_vm(), RestoreContext(
-        identity_policy=IdentityPolicy.CLEAR)))
-    assert macs == [None, None]
-    assert serial != "s-1" and uid != "5d307ca9-b3ef-428c-8861-06e72d69f223"
-
-
-def test_identity_values_are_normalised():
-    v = vm(domain={"devices": {"interfaces": [{"macAddress": "02-00-00-AA-BB-CC"}]}, "firmware": {"serial": "s"}})
-    assert rules.identity_values(v) == ({"02:00:00:aa:bb:cc"}, {"s"}, set())
 
 
 def test_restore_context_and_system_requests():

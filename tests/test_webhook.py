@@ -173,21 +173,6 @@ def test_system_service_accounts_never_trigger_lookups() -> None:
     assert lookups.calls == []
 
 
-def test_identity_policies() -> None:
-    review = load("vm-no-collision")["review"]
-    keep = post(app_for({"identities": [["02:00:00:aa:bb:01"], ["SER-DB-1"], []]}, IDENTITY_POLICY="keep")
-                .test_client(), review).get_json()["response"]
-    assert decoded_patch(keep) == []
-    clear = decoded_patch(post(app_for(IDENTITY_POLICY="clear").test_client(), review).get_json()["response"])
-    paths = {op["path"]: op for op in clear}
-    assert paths["/spec/template/spec/domain/devices/interfaces/0/macAddress"]["op"] == "remove"
-    assert paths["/spec/template/spec/domain/devices/interfaces/1/macAddress"]["op"] == "remove"
-    serial = paths["/spec/template/spec/domain/firmware/serial"]
-    assert serial["op"] == "replace" and serial["value"] != "SER-DB-1"
-    with pytest.raises(ValueError, match="unknown identity policy"):
-        create_app({"LOOKUPS": StaticLookups(), "IDENTITY_POLICY": "random"})
-
-
 def test_failed_namespace_lookup_admits_unlabelled_objects_unchanged_with_a_warning() -> None:
     review = load("dv-restore-mode-namespace")
     response = post(app_for({"fail": ["namespace"]}).test_client(), review["review"]).get_json()["response"]

@@ -194,11 +194,13 @@ def test_vm_restored_with_a_mac_in_use_gets_a_new_one_and_dry_run_stores_nothing
     cluster.add(vm("original", {}))
     velero = as_user(cluster, tmp_path, VELERO)
     preview = create(velero, kinds.VM, vm("copy", dict(RESTORED)), dry_run=True)
-    assert "macAddress" not in preview["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][0]
+    new_mac = preview["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][0]["macAddress"]
+    assert new_mac != "02:aa:bb:cc:dd:ee"
     assert cluster.get_object("kubevirt.io", "VirtualMachine", "prod", "copy") is None
     create(velero, kinds.VM, vm("copy", dict(RESTORED)))
     stored = cluster.get_object("kubevirt.io", "VirtualMachine", "prod", "copy")
-    assert "macAddress" not in stored["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][0]
+    # replaced, not removed, and the same address the preview showed
+    assert stored["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][0]["macAddress"] == new_mac
 
 
 def test_objects_outside_the_restore_context_and_in_kube_system_are_not_sent(cluster, tmp_path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from kubectl_kvbackup.rules import IdentityPolicy
+from kubectl_kvbackup.rules import FirmwarePolicy, IdentityPolicies, MacPolicy
 
 from . import admission
 from .lookups import ClusterLookups
@@ -33,20 +33,19 @@ def _drain(stream: Any, length: int) -> None:
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """The Flask application. ``config`` overrides: IDENTITY_POLICY (keep | clear-on-collision | clear),
+    """The Flask application. ``config`` overrides: MAC_POLICY (keep | regenerate-on-collision | regenerate |
+    clear), FIRMWARE_POLICY (keep | regenerate-on-collision | regenerate),
     MAX_CONTENT_LENGTH (bytes), LOOKUPS (an ``admission.Lookups``; default: the cluster, see ``lookups``)."""
     app = Flask("kvbackup_webhook")
     app.config.update(
-        IDENTITY_POLICY=os.environ.get("KVBACKUP_WEBHOOK_IDENTITY_POLICY", IdentityPolicy.CLEAR_ON_COLLISION.value),
+        MAC_POLICY=os.environ.get("KVBACKUP_WEBHOOK_MAC_POLICY", MacPolicy.REGENERATE_ON_COLLISION.value),
+        FIRMWARE_POLICY=os.environ.get("KVBACKUP_WEBHOOK_FIRMWARE_POLICY",
+                                       FirmwarePolicy.REGENERATE_ON_COLLISION.value),
         MAX_CONTENT_LENGTH=int(os.environ.get("KVBACKUP_WEBHOOK_MAX_BYTES", DEFAULT_MAX_BYTES)),
         LOOKUPS=None,
     )
     app.config.update(config or {})
-    try:
-        policy = IdentityPolicy(app.config["IDENTITY_POLICY"])
-    except ValueError:
-        raise ValueError(f"unknown identity policy {app.config['IDENTITY_POLICY']!r}: use one of "
-                         f"{', '.join(p.value for p in IdentityPolicy)}") from None
+    policies = IdentityPolicies.parse(app.config["MAC_POLICY"], app.config["FIRMWARE_POLICY"])
     lookups = app.config["LOOKUPS"] or ClusterLookups.from_environment()
     metrics = Metrics()
 
@@ -63,7 +62,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         if request.content_length is None and len(body) >= app.config["MAX_CONTENT_LENGTH"]:
             # a chunked body is cut at the limit rather than refused: say so, not "malformed JSON"
             return too_large(None)
-        return reply(admission.review(body, lookups, policy), started)
+        return reply(admission.review(body, lookups, policies), started)
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_: RequestEntityTooLarge | None) -> Response:

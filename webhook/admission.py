@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from kubectl_kvbackup import kinds, rules
 from kubectl_kvbackup.kinds import group_of
-from kubectl_kvbackup.rules import IdentitiesInUse, IdentityPolicy, RestoreContext
+from kubectl_kvbackup.rules import IdentitiesInUse, IdentityPolicies, RestoreContext
 
 from . import jsonpatch
 
@@ -89,7 +89,7 @@ def invalid(message: str, *, http_status: int = 400, uid: str = "", kind: str = 
                                        "BadRequest", message=f"kvbackup webhook: {message}"), kind, "invalid")
 
 
-def review(body: bytes, lookups: Lookups, policy: IdentityPolicy) -> Outcome:
+def review(body: bytes, lookups: Lookups, policies: IdentityPolicies) -> Outcome:
     try:
         document = _parse(body)
     except _Invalid as error:
@@ -102,7 +102,7 @@ def review(body: bytes, lookups: Lookups, policy: IdentityPolicy) -> Outcome:
         return invalid(error.message, uid=uid)
     kind = _kind_name(request)
     try:
-        return _judge(request, lookups, policy)
+        return _judge(request, lookups, policies)
     except _Invalid as error:
         return invalid(error.message, http_status=200, uid=uid, kind=kind)
     except Exception as error:  # a rule tripped over an object we did not foresee: deny clearly, never a 500
@@ -144,7 +144,7 @@ def _require(request: Obj, name: str, expected: type, what: str) -> Any:
     return value
 
 
-def _judge(request: Obj, lookups: Lookups, policy: IdentityPolicy) -> Outcome:
+def _judge(request: Obj, lookups: Lookups, policies: IdentityPolicies) -> Outcome:
     uid = request["uid"]
     started = time.monotonic()
     kind_ref = _require(request, "kind", dict, "a group/version/kind")
@@ -175,7 +175,8 @@ def _judge(request: Obj, lookups: Lookups, policy: IdentityPolicy) -> Outcome:
         message = (f"kvbackup restore rules: {kind} {namespace}/{name} must not be restored (rule {decision.rule}): "
                    f"{decision.reason}; leave it out of the restore")
         return Outcome(200, answer(uid, False, code=403, reason="Forbidden", message=message), kind, "denied")
-    mutated, changes = rules.restore_object(work, _restore_context(work, policy, _Recorder(lookups, failures, started)))
+    context = _restore_context(work, policies, _Recorder(lookups, failures, started))
+    mutated, changes = rules.restore_object(work, context)
     return _allowed(uid, kind, jsonpatch.diff(work, mutated), failures, [f"changed {change}" for change in changes])
 
 
@@ -265,9 +266,10 @@ class _Recorder:
             return None
         return pvc
 
-    def identities(self, obj: Obj, policy: IdentityPolicy) -> tuple[set[str], set[str], set[str]]:
-        """Values in use matter only when clearing on collision, and only for an object that fixes some."""
-        if policy is not IdentityPolicy.CLEAR_ON_COLLISION or not any(rules.identity_values(obj)):
+    def identities(self, obj: Obj, policies: IdentityPolicies) -> tuple[set[str], set[str], set[str]]:
+        """Values in use matter only to a collision policy, and only for an object that fixes a value it governs:
+        otherwise the webhook lists no VMs or VMIs (and its ClusterRole may not)."""
+        if not rules.needs_identities_in_use(obj, policies):
             return set(), set(), set()
         try:
             self._check_budget()
@@ -275,11 +277,12 @@ class _Recorder:
         except LookupFailed as error:
             self.failures.append(("identities", f"could not list the MAC addresses, serials and UUIDs in use "
                                                 f"({error}): they were kept as restored"))
-            # with nothing known to be in use, clear-on-collision keeps every value
+            # with nothing known to be in use, a collision policy keeps every value
             return set(), set(), set()
 
 
-def _restore_context(obj: Obj, policy: IdentityPolicy, recorder: _Recorder) -> RestoreContext:
-    macs, serials, uuids = recorder.identities(obj, policy)
-    return RestoreContext(identity_policy=policy, identities_in_use=IdentitiesInUse(macs, serials, uuids),
+def _restore_context(obj: Obj, policies: IdentityPolicies, recorder: _Recorder) -> RestoreContext:
+    # copies: the rules reserve the object's own values in them, and the lookups may cache what they return
+    macs, serials, uuids = (set(values) for values in recorder.identities(obj, policies))
+    return RestoreContext(identity=policies, identities_in_use=IdentitiesInUse(macs, serials, uuids),
                           owner_uid=recorder.owner_uid, restored_pvc=recorder.restored_pvc)

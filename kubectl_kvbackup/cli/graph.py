@@ -32,8 +32,11 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 
 def report_missing(graph: Graph) -> None:
+    """What a backup of the graph lacks: required objects not found, and data no object holds."""
     for edge in graph.missing_required():
         warn(f"warning: {edge.target} not found (required by {edge.source} through {edge.path})")
+    for note in graph.notes:
+        warn(f"warning: {note.source} uses {note.what} ({note.path}): back it up on the node")
 
 
 def build_graph(args: argparse.Namespace) -> Graph:

@@ -32,27 +32,28 @@ def print_tree(graph: Graph, out: TextIO, annotate: Callable[[Ref], str] = lambd
         out.write(f"{prefix}{connector}{_label(ref, namespace)}{status}{note}{extra}\n")
         if not found:
             return
-        children = graph.edges_from(ref)
-        if ref in expanded and children:
+        if ref in expanded and (graph.edges_from(ref) or graph.notes_of(ref)):
             out.write(f"{prefix}{'    ' if connector.startswith('└') else '│   ' if connector else ''}"
                       "└── (dependencies shown above)\n")
             return
         expanded.add(ref)
-        child_prefix = prefix + ("    " if connector.startswith("└") else "│   " if connector else "")
-        for i, edge in enumerate(children):
-            last = i == len(children) - 1
+        emit_children(ref, prefix + ("    " if connector.startswith("└") else "│   " if connector else ""), namespace)
+
+    def emit_children(ref: Ref, prefix: str, namespace: str) -> None:
+        """Its dependencies, then what it uses that no object holds."""
+        edges, notes = graph.edges_from(ref), graph.notes_of(ref)
+        for i, edge in enumerate(edges):
+            last = i == len(edges) + len(notes) - 1
             optional = ", optional" if edge.optional else ""
-            emit(edge.target, child_prefix, "└── " if last else "├── ", f"  ({edge.path}{optional})", namespace)
+            emit(edge.target, prefix, "└── " if last else "├── ", f"  ({edge.path}{optional})", namespace)
+        for i, note in enumerate(notes):
+            out.write(f"{prefix}{'└── ' if i == len(notes) - 1 else '├── '}! {note.what}  ({note.path})\n")
 
     for root in graph.roots:
         where = f" (namespace {root.namespace})" if root.namespace else ""
         out.write(f"{root.kind}/{root.name}{where}{annotate(root)}\n")
         expanded.add(root)
-        children = graph.edges_from(root)
-        for i, edge in enumerate(children):
-            last = i == len(children) - 1
-            optional = ", optional" if edge.optional else ""
-            emit(edge.target, "", "└── " if last else "├── ", f"  ({edge.path}{optional})", root.namespace)
+        emit_children(root, "", root.namespace)
 
 
 def print_names(graph: Graph, out: TextIO) -> None:

@@ -42,10 +42,15 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         if name != "uninstall":
             action.add_argument("--image", default=manifests.DEFAULT_IMAGE,
                                 help=f"the webhook image (default: {manifests.DEFAULT_IMAGE})")
-            action.add_argument("--identity-policy", choices=[p.value for p in rules.IdentityPolicy],
-                                default=rules.IdentityPolicy.CLEAR_ON_COLLISION.value,
-                                help="restored MAC addresses and firmware serial/uuid: keep them, clear them when "
-                                     "already in use (default), or always clear them")
+            action.add_argument("--mac-policy", choices=[p.value for p in rules.MacPolicy],
+                                default=rules.MacPolicy.REGENERATE_ON_COLLISION.value,
+                                help="restored MAC addresses: keep them, replace those already in use by new stable "
+                                     "ones (default), replace all, or clear them")
+            action.add_argument("--firmware-policy", choices=[p.value for p in rules.FirmwarePolicy],
+                                default=rules.FirmwarePolicy.REGENERATE_ON_COLLISION.value,
+                                help="restored firmware serial and UUID: keep them, regenerate those already in use "
+                                     "(default; a UUID KubeVirt derived from the VM name never counts), or always "
+                                     "regenerate them")
         if name == "render":
             action.add_argument("--without-tls", action="store_true",
                                 help="leave out the Secret and caBundle (cert-manager provides them)")
@@ -56,9 +61,11 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _settings(args: argparse.Namespace) -> manifests.Settings:
+    identity = rules.IdentityPolicies(
+        rules.MacPolicy(getattr(args, "mac_policy", rules.MacPolicy.REGENERATE_ON_COLLISION.value)),
+        rules.FirmwarePolicy(getattr(args, "firmware_policy", rules.FirmwarePolicy.REGENERATE_ON_COLLISION.value)))
     return manifests.Settings(namespace=args.namespace, image=getattr(args, "image", manifests.DEFAULT_IMAGE),
-                              identity_policy=getattr(args, "identity_policy",
-                                                      rules.IdentityPolicy.CLEAR_ON_COLLISION.value))
+                              identity=identity)
 
 
 def _render(settings: manifests.Settings, tls: certs.TLSMaterial | None) -> list[dict[str, Any]]:

@@ -22,6 +22,12 @@ REPLICA_SET_LABEL = "kubevirt.io/vmReplicaSet"
 HOTPLUG_POD_LABEL = ("kubevirt.io", "hotplug-disk")
 LAUNCHER_POD_KIND_LABEL = ("kubevirt.io", "virt-launcher")
 PERSISTENT_STATE_LABEL = "persistent-state-for"
+#: the pool revision a pool's VM was made from (kubevirt staging/src/kubevirt.io/api/core/v1/types.go
+#: VirtualMachinePoolRevisionName, set by pkg/virt-controller/watch/pool/pool.go injectPoolRevisionLabelsIntoVM)
+POOL_REVISION_LABEL = "kubevirt.io/vm-pool-revision-name"
+#: changed-block-tracking states in which KubeVirt (>= 1.7) keeps the tracking state on the backend PVC
+#: (pkg/storage/backend-storage/backend-storage.go IsBackendStorageNeeded, pkg/storage/cbt/cbt.go HasCBTStateEnabled)
+CBT_STATES_WITH_BACKEND_STATE = ("Initializing", "Enabled")
 
 
 class Index(Protocol):
@@ -37,6 +43,14 @@ class Edge:
     target: Ref
     path: str
     optional: bool = False
+
+
+@dataclass(frozen=True)
+class Uncaptured:
+    """Data an object uses that lives outside any Kubernetes object, so no backup of objects carries it."""
+
+    path: str
+    what: str
 
 
 def _meta(obj: Obj) -> Obj:
@@ -148,25 +162,49 @@ def _dig(obj: Any, path: tuple[str, ...]) -> Any:
     return obj
 
 
-def volume_edges(volume: Obj, namespace: str, prefix: str, templated_dvs: frozenset[str] = frozenset()
-                 ) -> Iterator[Edge]:
-    """Edges of one ``spec.volumes[i]`` entry. ``templated_dvs`` are names a pool rewrites per VM: no edge."""
+@dataclass(frozen=True)
+class PerVMNames:
+    """Names a VM pool rewrites for each of its VMs (kubevirt pkg/virt-controller/watch/pool/pool.go indexVMSpec):
+    its template's references to them name no real object; each VM's own references are reached through the VM."""
+
+    #: ``dataVolumeTemplates`` names, suffixed ``-<index>`` in the templates and in volumes naming them
+    data_volumes: frozenset[str] = frozenset()
+    #: ``nameGeneration.appendIndexToConfigMapRefs``: configMap volumes are suffixed too
+    config_maps: bool = False
+    #: ``nameGeneration.appendIndexToSecretRefs``: secret and cloud-init secret volumes are suffixed too
+    secrets: bool = False
+
+    def rewrites(self, volume_source: str) -> bool:
+        if volume_source == "configMap":
+            return self.config_maps
+        return self.secrets and volume_source in ("secret", "cloudInitNoCloud", "cloudInitConfigDrive")
+
+
+def volume_edges(volume: Obj, namespace: str, prefix: str, per_vm: PerVMNames = PerVMNames()) -> Iterator[Edge]:
+    """Edges of one ``spec.volumes[i]`` entry; a pool template's ``per_vm`` names give none."""
     claim = _dig(volume, ("persistentVolumeClaim", "claimName"))
-    if claim:
+    if claim and claim not in per_vm.data_volumes:
         path = f"{prefix}.persistentVolumeClaim.claimName"
         yield Edge(Ref.of(kinds.PVC, namespace, claim), path)
         yield Edge(Ref.of(kinds.DATA_VOLUME, namespace, claim), path, optional=True)
     dv_name = _dig(volume, ("dataVolume", "name"))
-    if dv_name and dv_name not in templated_dvs:
+    if dv_name and dv_name not in per_vm.data_volumes:
         path = f"{prefix}.dataVolume.name"
         yield Edge(Ref.of(kinds.DATA_VOLUME, namespace, dv_name), path, optional=True)
         yield Edge(Ref.of(kinds.PVC, namespace, dv_name), path)
     for fields, k in _VOLUME_REFERENCES:
         name = _dig(volume, fields)
-        if name:
+        if name and not per_vm.rewrites(fields[0]):
             # a ConfigMap or Secret volume marked optional lets the VM start without it
             optional = _dig(volume, (fields[0], "optional")) is True
             yield Edge(Ref.of(k, namespace, name), f"{prefix}.{'.'.join(fields)}", optional)
+
+
+def uncaptured_volume_data(spec: Obj, prefix: str) -> list[Uncaptured]:
+    """``hostDisk`` volumes: a disk image in a node's file system, which no backup of Kubernetes objects holds."""
+    return [Uncaptured(f"{prefix}.volumes[{i}].hostDisk.path",
+                       f"hostDisk {_dig(volume, ('hostDisk', 'path')) or '(no path)'} on the node: data not captured")
+            for i, volume in enumerate(spec.get("volumes") or []) if isinstance(volume, dict) and "hostDisk" in volume]
 
 
 def network_attachment_ref(network_name: str, namespace: str) -> Ref:
@@ -175,11 +213,14 @@ def network_attachment_ref(network_name: str, namespace: str) -> Ref:
     return Ref.of(kinds.NETWORK_ATTACHMENT_DEFINITION, target_ns or namespace, name)
 
 
-def vmi_spec_edges(spec: Obj, namespace: str, prefix: str, templated_dvs: frozenset[str] = frozenset()
-                   ) -> Iterator[Edge]:
+def vmi_spec_edges(spec: Obj, namespace: str, prefix: str, per_vm: PerVMNames = PerVMNames()) -> Iterator[Edge]:
     """Everything a VMI spec (or a VM/replica-set/pool template of one) references."""
     for i, volume in enumerate(spec.get("volumes") or []):
-        yield from volume_edges(volume, namespace, f"{prefix}.volumes[{i}]", templated_dvs)
+        yield from volume_edges(volume, namespace, f"{prefix}.volumes[{i}]", per_vm)
+    kernel_pull_secret = _dig(spec, ("domain", "firmware", "kernelBoot", "container", "imagePullSecret"))
+    if kernel_pull_secret:
+        yield Edge(Ref.of(kinds.SECRET, namespace, kernel_pull_secret),
+                   f"{prefix}.domain.firmware.kernelBoot.container.imagePullSecret")
     for i, credential in enumerate(spec.get("accessCredentials") or []):
         for fields in _CREDENTIAL_SECRETS:
             name = _dig(credential, fields)
@@ -205,22 +246,26 @@ def _owned_vmi_edge(vm: Obj, index: Index) -> Iterator[Edge]:
         yield Edge(ref, "metadata.ownerReferences (VirtualMachineInstance owned by this VM)")
 
 
-def _persistent_state_edges(vm: Obj, index: Index, prefix: str) -> Iterator[Edge]:
-    """The backend PVC holding a persistent TPM or EFI state.
+def _persistent_state_edges(obj: Obj, spec: Obj, index: Index, prefix: str) -> Iterator[Edge]:
+    """The backend PVC of a VM or VMI: persistent TPM or EFI state, and from KubeVirt 1.7 the changed-block-tracking
+    state (while ``status.changedBlockTracking.state`` is Initializing or Enabled; KubeVirt's own snapshots leave
+    that alone out, but the tracking bitmaps a backup tool relies on live there).
 
-    KubeVirt labels it ``persistent-state-for=<vm>``; releases before that named it ``persistent-state-for-<vm>``.
-    The PVC appears only once the VM has started, so the edge is optional.
+    KubeVirt labels it ``persistent-state-for=<vm>``; releases before that named it ``persistent-state-for-<vm>``
+    (pkg/storage/backend-storage/backend-storage.go PVCForVMI). The PVC appears only once the VM has started, so the
+    edge is optional.
     """
-    spec = ((vm.get("spec") or {}).get("template") or {}).get("spec") or {}
     domain = spec.get("domain") or {}
     users = [path for path, value in (
         (f"{prefix}.domain.devices.tpm.persistent", _dig(domain, ("devices", "tpm", "persistent"))),
         (f"{prefix}.domain.firmware.bootloader.efi.persistent",
          _dig(domain, ("firmware", "bootloader", "efi", "persistent"))),
+        ("status.changedBlockTracking.state",
+         _dig(obj, ("status", "changedBlockTracking", "state")) in CBT_STATES_WITH_BACKEND_STATE),
     ) if value]
     if not users:
         return
-    meta = _meta(vm)
+    meta = _meta(obj)
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
     labelled = sorted(_meta(p).get("name", "") for p in index.list(kinds.PVC, namespace)
                       if _labels(p).get(PERSISTENT_STATE_LABEL) == name)
@@ -232,22 +277,54 @@ def _persistent_state_edges(vm: Obj, index: Index, prefix: str) -> Iterator[Edge
             yield Edge(Ref.of(kinds.PVC, namespace, f"{PERSISTENT_STATE_LABEL}-{name}"), path, optional=True)
 
 
+def _pool_revision_edge(vm: Obj) -> Iterator[Edge]:
+    """The ControllerRevision holding the pool spec a pool's VM was made from: the pool controller compares VMs with
+    it to decide which are outdated (pkg/virt-controller/watch/pool/pool.go isOutdatedVM)."""
+    revision = _labels(vm).get(POOL_REVISION_LABEL)
+    if revision:
+        yield Edge(Ref.of(kinds.CONTROLLER_REVISION, _meta(vm).get("namespace", ""), revision),
+                   f"metadata.labels[{POOL_REVISION_LABEL}]")
+
+
 def data_volume_template_edges(spec: Obj, namespace: str, prefix: str, templated: bool = False) -> Iterator[Edge]:
-    """``spec.dataVolumeTemplates``: the DataVolumes the VM creates, their PVCs, and their DataSources."""
+    """``spec.dataVolumeTemplates``: the DataVolumes the VM creates, their PVCs, and what their sources need. Those
+    needs are optional here: the DataVolume, once it exists, decides (``data_volume_edges``)."""
     for i, template in enumerate(spec.get("dataVolumeTemplates") or []):
         path = f"{prefix}.dataVolumeTemplates[{i}]"
         name = _meta(template).get("name")
         if name and not templated:
             yield Edge(Ref.of(kinds.DATA_VOLUME, namespace, name), f"{path}.metadata.name", optional=True)
             yield Edge(Ref.of(kinds.PVC, namespace, name), f"{path}.metadata.name", optional=True)
-        yield from _source_ref_edges(template.get("spec") or {}, namespace, f"{path}.spec")
+        yield from data_volume_spec_edges(template.get("spec") or {}, namespace, f"{path}.spec", optional=True)
 
 
-def _source_ref_edges(dv_spec: Obj, namespace: str, prefix: str) -> Iterator[Edge]:
+#: (source, field, kind): the credentials and CA certificates a DataVolume source names, needed whenever CDI imports
+#: again (CDI staging/src/kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1/types.go,
+#: DataVolumeSourceHTTP/S3/GCS/Registry/ImageIO/VDDK)
+_DATA_VOLUME_SOURCE_REFERENCES: tuple[tuple[str, str, Kind], ...] = (
+    ("http", "secretRef", kinds.SECRET), ("http", "certConfigMap", kinds.CONFIG_MAP),
+    ("s3", "secretRef", kinds.SECRET), ("s3", "certConfigMap", kinds.CONFIG_MAP),
+    ("gcs", "secretRef", kinds.SECRET),
+    ("registry", "secretRef", kinds.SECRET), ("registry", "certConfigMap", kinds.CONFIG_MAP),
+    ("imageio", "secretRef", kinds.SECRET), ("imageio", "certConfigMap", kinds.CONFIG_MAP),
+    ("vddk", "secretRef", kinds.SECRET), ("vddk", "certConfigMap", kinds.CONFIG_MAP),
+    ("vddk", "extraArgs", kinds.CONFIG_MAP),
+)
+
+
+def data_volume_spec_edges(dv_spec: Obj, namespace: str, prefix: str, optional: bool) -> Iterator[Edge]:
+    """A DataVolume spec's DataSource (optional: it may be gone once imported) and what its source needs."""
     source_ref = dv_spec.get("sourceRef") or {}
     if source_ref.get("kind") == "DataSource" and source_ref.get("name"):
         yield Edge(Ref.of(kinds.DATA_SOURCE, source_ref.get("namespace") or namespace, source_ref["name"]),
                    f"{prefix}.sourceRef.name", optional=True)
+    source = dv_spec.get("source") or {}
+    for kind_of_source, field, k in _DATA_VOLUME_SOURCE_REFERENCES:
+        name = _dig(source, (kind_of_source, field))
+        if name:
+            yield Edge(Ref.of(k, namespace, name), f"{prefix}.source.{kind_of_source}.{field}", optional)
+    for j, name in enumerate(_dig(source, ("http", "secretExtraHeaders")) or []):
+        yield Edge(Ref.of(kinds.SECRET, namespace, name), f"{prefix}.source.http.secretExtraHeaders[{j}]", optional)
 
 
 def vm_edges(vm: Obj, index: Index) -> list[Edge]:
@@ -258,7 +335,8 @@ def vm_edges(vm: Obj, index: Index) -> list[Edge]:
         *_matcher_edges(spec, status, namespace, "spec"),
         *vmi_spec_edges(template_spec, namespace, "spec.template.spec"),
         *data_volume_template_edges(spec, namespace, "spec"),
-        *_persistent_state_edges(vm, index, "spec.template.spec"),
+        *_persistent_state_edges(vm, template_spec, index, "spec.template.spec"),
+        *_pool_revision_edge(vm),
         *_owned_vmi_edge(vm, index),
     ]
 
@@ -276,7 +354,9 @@ def vmi_edges(vmi: Obj, index: Index) -> list[Edge]:
     namespace = _meta(vmi).get("namespace", "")
     pods = [Edge(Ref.of(kinds.POD, namespace, _meta(p)["name"]), f"metadata.uid (label {LAUNCHER_POD_LABEL})")
             for p in launcher_pods_of(vmi, index)]
-    return [*vmi_spec_edges(vmi.get("spec") or {}, namespace, "spec"), *sorted(pods, key=lambda e: e.target)]
+    spec = vmi.get("spec") or {}
+    return [*vmi_spec_edges(spec, namespace, "spec"), *_persistent_state_edges(vmi, spec, index, "spec"),
+            *sorted(pods, key=lambda e: e.target)]
 
 
 def is_launcher_pod(pod: Obj) -> bool:
@@ -290,11 +370,11 @@ def is_hotplug_pod(pod: Obj) -> bool:
 
 
 def pod_edges(pod: Obj, index: Index) -> list[Edge]:
-    """A launcher pod's hotplug attachment pods, which it owns."""
-    if not is_launcher_pod(pod):
+    """A launcher pod's hotplug attachment pods, which it owns (by UID: a pod without one owns nothing we can tell)."""
+    uid = _meta(pod).get("uid")
+    if not is_launcher_pod(pod) or not uid:
         return []
     namespace = _meta(pod).get("namespace", "")
-    uid = _meta(pod).get("uid")
     return sorted((Edge(Ref.of(kinds.POD, namespace, _meta(p)["name"]),
                         "metadata.uid (ownerReference of hotplug attachment pod)")
                    for p in index.list(kinds.POD, namespace)
@@ -313,12 +393,11 @@ def replica_set_vmis(rs: Obj, index: Index) -> list[tuple[Obj, str]]:
     selector = selector_from_label_selector((rs.get("spec") or {}).get("selector"))
     found: list[tuple[Obj, str]] = []
     for vmi in index.list(kinds.VMI, meta.get("namespace", "")):
-        controller = controller_of(vmi)
-        if is_controlled_by(vmi, rs):
-            found.append((vmi, "metadata.uid (controller ownerReference)"))
-        elif controller is not None:
-            continue
-        elif _labels(vmi).get(REPLICA_SET_LABEL) == meta.get("name"):
+        if controller_of(vmi) is not None:
+            if is_controlled_by(vmi, rs):
+                found.append((vmi, "metadata.uid (controller ownerReference)"))
+            continue  # another controller's VMI is never taken, even one the selector matches
+        if _labels(vmi).get(REPLICA_SET_LABEL) == meta.get("name"):
             found.append((vmi, f"metadata.name (label {REPLICA_SET_LABEL})"))
         elif selector.matches(_labels(vmi)):
             found.append((vmi, "spec.selector"))
@@ -332,22 +411,31 @@ def vmirs_edges(rs: Obj, index: Index) -> list[Edge]:
     return [*vmi_spec_edges(template_spec, namespace, "spec.template.spec"), *sorted(members, key=lambda e: e.target)]
 
 
+def pool_per_vm_names(pool: Obj) -> PerVMNames:
+    """The names ``pool`` rewrites for each VM it creates."""
+    spec = pool.get("spec") or {}
+    vm_spec = (spec.get("virtualMachineTemplate") or {}).get("spec") or {}
+    name_generation = spec.get("nameGeneration") or {}
+    return PerVMNames(frozenset(_meta(t).get("name") for t in vm_spec.get("dataVolumeTemplates") or []),
+                      name_generation.get("appendIndexToConfigMapRefs") is True,
+                      name_generation.get("appendIndexToSecretRefs") is True)
+
+
 def pool_edges(pool: Obj, index: Index) -> list[Edge]:
     """A pool's VMs (it controls them) and what its VM template references.
 
-    The pool suffixes each ``dataVolumeTemplates`` name per VM, so template volumes naming one are not real objects:
-    those are reached through the VMs.
+    Names the pool rewrites per VM (``pool_per_vm_names``) are no real objects in the template: each VM's own are
+    reached through the VM.
     """
     namespace = _meta(pool).get("namespace", "")
     vm_spec = (((pool.get("spec") or {}).get("virtualMachineTemplate") or {}).get("spec")) or {}
     prefix = "spec.virtualMachineTemplate.spec"
-    templated = frozenset(_meta(t).get("name") for t in vm_spec.get("dataVolumeTemplates") or [])
     vms = sorted((Edge(Ref.of(kinds.VM, namespace, _meta(vm)["name"]), "metadata.uid (controller ownerReference)")
                   for vm in index.list(kinds.VM, namespace) if is_controlled_by(vm, pool)), key=lambda e: e.target)
     return [
         *_matcher_edges(vm_spec, {}, namespace, prefix),
         *vmi_spec_edges((vm_spec.get("template") or {}).get("spec") or {}, namespace, f"{prefix}.template.spec",
-                        templated),
+                        pool_per_vm_names(pool)),
         *data_volume_template_edges(vm_spec, namespace, prefix, templated=True),
         *vms,
     ]
@@ -355,8 +443,10 @@ def pool_edges(pool: Obj, index: Index) -> list[Edge]:
 
 def data_volume_edges(dv: Obj, index: Index) -> list[Edge]:
     namespace = _meta(dv).get("namespace", "")
+    # once imported, CDI needs the source's credentials only to import again: their absence breaks nothing
+    imported = (dv.get("status") or {}).get("phase") == "Succeeded"
     return [Edge(Ref.of(kinds.PVC, namespace, _meta(dv).get("name", "")), "metadata.name", optional=True),
-            *_source_ref_edges(dv.get("spec") or {}, namespace, "spec")]
+            *data_volume_spec_edges(dv.get("spec") or {}, namespace, "spec", optional=imported)]
 
 
 EDGE_FUNCTIONS: dict[tuple[str, str], Callable[[Obj, Index], list[Edge]]] = {
@@ -367,6 +457,17 @@ EDGE_FUNCTIONS: dict[tuple[str, str], Callable[[Obj, Index], list[Edge]]] = {
     (kinds.POD.group, kinds.POD.kind): pod_edges,
     (kinds.DATA_VOLUME.group, kinds.DATA_VOLUME.kind): data_volume_edges,
 }
+
+
+def uncaptured_data(obj: Obj) -> list[Uncaptured]:
+    """What a VM or VMI uses that no backup of objects carries. A VM's own VMI uses the VM's: the VM reports it."""
+    kind = ((obj.get("apiVersion") or "").rpartition("/")[0], obj.get("kind", ""))
+    if kind == (kinds.VM.group, kinds.VM.kind):
+        return uncaptured_volume_data(((obj.get("spec") or {}).get("template") or {}).get("spec") or {},
+                                      "spec.template.spec")
+    if kind == (kinds.VMI.group, kinds.VMI.kind) and (controller_of(obj) or {}).get("kind") != kinds.VM.kind:
+        return uncaptured_volume_data(obj.get("spec") or {}, "spec")
+    return []
 
 
 def edges_of(obj: Obj, index: Index) -> list[Edge]:

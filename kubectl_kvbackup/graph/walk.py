@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from ..refs import Ref
-from .edges import Edge, Index, Obj, edges_of
+from .edges import Edge, Index, Obj, edges_of, uncaptured_data
 
 
 @dataclass(frozen=True)
@@ -22,11 +22,24 @@ class GraphEdge:
                 "optional": self.optional}
 
 
+@dataclass(frozen=True)
+class GraphNote:
+    """Data an object of the graph uses that no object holds (a hostDisk): the backup cannot carry it."""
+
+    source: Ref
+    path: str
+    what: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"object": self.source.to_dict(), "path": self.path, "what": self.what}
+
+
 @dataclass
 class Graph:
     roots: list[Ref]
     objects: dict[Ref, Obj | None] = field(default_factory=dict)  # None: not found
     edges: list[GraphEdge] = field(default_factory=list)
+    notes: list[GraphNote] = field(default_factory=list)
 
     @property
     def nodes(self) -> list[Ref]:
@@ -42,11 +55,15 @@ class Graph:
     def edges_from(self, ref: Ref) -> list[GraphEdge]:
         return [e for e in self.edges if e.source == ref]
 
+    def notes_of(self, ref: Ref) -> list[GraphNote]:
+        return [n for n in self.notes if n.source == ref]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "roots": [r.to_dict() for r in self.roots],
             "nodes": [{**r.to_dict(), "found": self.found(r)} for r in self.objects],
             "edges": [e.to_dict() for e in self.edges],
+            "notes": [n.to_dict() for n in self.notes],
         }
 
 
@@ -69,6 +86,7 @@ def walk(roots: Iterable[tuple[Ref, Obj]], index: Index, keep_reached_roots: boo
         obj = graph.objects[ref]
         if obj is None:
             continue
+        graph.notes += [GraphNote(ref, note.path, note.what) for note in uncaptured_data(obj)]
         for edge in edges_of(obj, index):
             graph.edges.append(GraphEdge(ref, edge.target, edge.path, edge.optional))
             if edge.target not in graph.objects:
@@ -80,4 +98,4 @@ def walk(roots: Iterable[tuple[Ref, Obj]], index: Index, keep_reached_roots: boo
     return graph
 
 
-__all__ = ["Edge", "Graph", "GraphEdge", "walk"]
+__all__ = ["Edge", "Graph", "GraphEdge", "GraphNote", "walk"]

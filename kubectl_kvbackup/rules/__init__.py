@@ -9,7 +9,8 @@ from .context import SYSTEM_SERVICE_ACCOUNT_NAMES, in_restore_context, is_system
 from .export import (copy_revision_names, data_volume_from_template, data_volume_owner, data_volume_succeeded,
                      export_object, is_shared, mark_populated_for, mark_prepopulated, populated_with_evidence,
                      restore_decision, synthesized_data_volumes, unmark_populated_for, unmark_prepopulated)
-from .identity import IdentitiesInUse, IdentityPolicy, apply_identity_policy, identity_values, normalize_mac
+from .identity import (FirmwarePolicy, IdentitiesInUse, IdentityPolicies, MacPolicy, apply_identity_policy,
+                       identity_values, name_derived_firmware_uuid, needs_identities_in_use, normalize_mac)
 from .objects import (ALLOW_CLAIM_ADOPTION_ANNOTATION, CREATED_FOR_DATA_VOLUME_ANNOTATION, OWNER_REFERENCES_ANNOTATION,
                       POD_PHASE_ANNOTATION, POPULATED_FOR_ANNOTATION, POPULATOR_PROGRESS_ANNOTATION,
                       POPULATOR_PROGRESS_DONE, PREPOPULATED_ANNOTATION, RESTORE, RESTORE_LABEL,
@@ -26,7 +27,8 @@ __all__ = [
     "copy_revision_names", "data_volume_from_template", "data_volume_owner", "data_volume_succeeded",
     "export_object", "is_shared", "mark_populated_for", "mark_prepopulated", "populated_with_evidence",
     "restore_decision", "synthesized_data_volumes", "unmark_populated_for", "unmark_prepopulated",
-    "IdentitiesInUse", "IdentityPolicy", "apply_identity_policy", "identity_values", "normalize_mac",
+    "FirmwarePolicy", "IdentitiesInUse", "IdentityPolicies", "MacPolicy", "apply_identity_policy", "identity_values",
+    "name_derived_firmware_uuid", "needs_identities_in_use", "normalize_mac",
     "ALLOW_CLAIM_ADOPTION_ANNOTATION", "CREATED_FOR_DATA_VOLUME_ANNOTATION", "OWNER_REFERENCES_ANNOTATION",
     "POD_PHASE_ANNOTATION", "POPULATED_FOR_ANNOTATION", "POPULATOR_PROGRESS_ANNOTATION", "POPULATOR_PROGRESS_DONE",
     "PREPOPULATED_ANNOTATION", "RESTORE", "RESTORE_LABEL", "RESTORE_MODE_NAMESPACE_LABEL", "VELERO_RESTORE_LABEL",

@@ -15,7 +15,7 @@ from ..graph.edges import controller_of
 from ..kinds import group_of
 from .export import (copy_revision_names, data_volume_owner, mark_populated_for, mark_prepopulated,
                      populated_with_evidence)
-from .identity import IdentitiesInUse, IdentityPolicy, apply_identity_policy
+from .identity import IdentitiesInUse, IdentityPolicies, apply_identity_policy
 from .objects import OWNER_REFERENCES_ANNOTATION, Change, Obj, annotations_of, is_kind, meta_of, set_aside_owners
 
 RESTRICTED_VMI_LABELS = (
@@ -46,7 +46,9 @@ SERVER_SET_METADATA = ("uid", "resourceVersion", "creationTimestamp", "generatio
 
 @dataclass
 class RestoreContext:
-    identity_policy: IdentityPolicy = IdentityPolicy.CLEAR_ON_COLLISION
+    identity: IdentityPolicies = field(default_factory=IdentityPolicies)
+    #: MACs, serials and UUIDs taken in the target cluster; ``restore_object`` adds each VM's and VMI's own, so one
+    #: context serves one pass over a restore's objects
     identities_in_use: IdentitiesInUse = field(default_factory=IdentitiesInUse)
     #: the UID the owner has now in the target cluster (None: it does not exist)
     owner_uid: Callable[[Obj, str], str | None] = lambda owner, namespace: None
@@ -197,8 +199,9 @@ def restore_object(obj: Obj, ctx: RestoreContext) -> Restored:
     elif is_kind(result, kinds.VMI):
         if controller_of(obj) is None:
             result = strip_restricted_vmi_labels(result)
-        result, changes = apply_identity_policy(result, ctx.identity_policy, ctx.identities_in_use)
+        result, changes = apply_identity_policy(result, ctx.identity, ctx.identities_in_use)
+        ctx.identities_in_use.reserve(result)
     elif is_kind(result, kinds.VM):
-        result, changes = apply_identity_policy(copy_revision_names(result), ctx.identity_policy,
-                                                ctx.identities_in_use)
+        result, changes = apply_identity_policy(copy_revision_names(result), ctx.identity, ctx.identities_in_use)
+        ctx.identities_in_use.reserve(result)
     return Restored(result, changes)
