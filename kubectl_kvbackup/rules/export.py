@@ -7,7 +7,7 @@ import copy
 from typing import Callable
 
 from .. import kinds
-from ..graph.edges import is_hotplug_pod, revision_name
+from ..graph.edges import is_hotplug_pod, is_launcher_pod, revision_name
 from ..kinds import group_of
 from ..refs import Ref
 from .objects import (ALLOW_CLAIM_ADOPTION_ANNOTATION, CREATED_FOR_DATA_VOLUME_ANNOTATION, OWNER_REFERENCES_ANNOTATION,
@@ -145,10 +145,7 @@ def restore_decision(obj: Obj) -> Decision:
             return Decision(False, "hotplug-pod", "hotplug attachment pod: virt-controller recreates it when the "
                                                   "VMI runs; restore the VM or VMI instead")
         vmi_owner = next((o for o in owners if o.get("kind") == kinds.VMI.kind), None)
-        labels = meta.get("labels") or {}
-        launcher = vmi_owner is not None or labels.get("kubevirt.io") == "virt-launcher" or \
-            "kubevirt.io/created-by" in labels
-        if launcher and meta.get("name", "").startswith("virt-launcher-"):
+        if (vmi_owner is not None or is_launcher_pod(obj)) and meta.get("name", "").startswith("virt-launcher-"):
             of = f" of VirtualMachineInstance {vmi_owner.get('name')}" if vmi_owner else ""
             return Decision(False, "launcher-pod", f"virt-launcher pod{of}: KubeVirt creates it when the VMI "
                                                    "starts; restore the VM or VMI instead")
