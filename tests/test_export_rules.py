@@ -72,6 +72,7 @@ def test_velero_restored_pvc_without_evidence_is_denied_and_never_marked():
     assert rules.POPULATED_FOR_ANNOTATION not in marked["metadata"]["annotations"]
     imported = velero_shaped(pvc(annotations={rules.CREATED_FOR_DATA_VOLUME_ANNOTATION: "old-dv",
                                               rules.POPULATOR_PROGRESS_ANNOTATION: "100.0%"}))
+    imported["spec"]["volumeName"] = "pvc-restored"
     assert rules.restore_decision(imported).restore
     assert rules.restore_object(imported, RestoreContext()).object["metadata"]["annotations"][
         rules.POPULATED_FOR_ANNOTATION] == "root"
@@ -317,3 +318,36 @@ def test_inspect_marks_shared_synthesized_and_volume_data(exported, capsys):
     out = capsys.readouterr().out
     assert "DataSource/os-images/fedora" in out and "[shared: created only if absent]" in out
     assert "[synthesized]" in out and "[data: from snapshot]" in out
+
+
+def test_paused_warm_import_is_not_evidence():
+    """CDI pkg/controller/common/util.go IsMultiStageImportInProgress: a checkpoint imported, the last one not yet."""
+    paused = pvc(annotations={rules.POD_PHASE_ANNOTATION: "Succeeded",
+                              "cdi.kubevirt.io/storage.checkpoint.current": "snap-2"})
+    assert not rules.populated_with_evidence(paused, None)
+    done = pvc(annotations={**paused["metadata"]["annotations"], "cdi.kubevirt.io/storage.checkpoint.done": "true"})
+    assert rules.populated_with_evidence(done, None)
+
+
+@pytest.mark.parametrize("spec, brings_data", [
+    ({}, False),
+    ({"volumeName": "pvc-restored"}, True),
+    ({"dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "s"}}, True),
+    ({"dataSourceRef": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "s"}}, True),
+    ({"dataSource": {"kind": "PersistentVolumeClaim", "name": "other"}}, True),
+    ({"selector": {"matchLabels": {"velero.io/dynamic-pv-restore": "prod.root.abcde"}}}, True),
+    # CDI's populator source names the old DataVolume's UID: nothing fills the claim from it after a restore
+    ({"dataSourceRef": {"apiGroup": "cdi.kubevirt.io", "kind": "VolumeImportSource", "name": "volume-import-source-1"}},
+     False),
+])
+def test_a_restored_pvc_of_a_data_volume_is_marked_only_when_it_brings_its_data(spec, brings_data):
+    """Velero restores a claim with no snapshot or PV of its own as an empty dynamically provisioned one (velero
+    pkg/restore/restore.go, pvsToProvision), keeping CDI's records: marked populated, that is a blank disk."""
+    claim = velero_shaped(pvc(annotations={rules.CREATED_FOR_DATA_VOLUME_ANNOTATION: "old-dv",
+                                           rules.POD_PHASE_ANNOTATION: "Succeeded"}))
+    claim["spec"].update(spec)
+    assert rules.claim_brings_its_data(claim) is brings_data
+    decision = rules.restore_decision(claim)
+    assert decision.restore is brings_data
+    if not brings_data:
+        assert decision.rule == "pvc-data-not-captured" and "blank disk" in decision.reason

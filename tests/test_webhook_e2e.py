@@ -96,13 +96,15 @@ def annotations(obj: Obj | None) -> dict[str, str]:
 
 
 def restored_pvc(name: str, dv_uid: str) -> Obj:
-    """A DataVolume's PVC as Velero restores it: owners, uid and status stripped, CDI's records kept."""
+    """A DataVolume's PVC as Velero restores it with its PersistentVolume: owners, uid and status stripped, CDI's
+    records and the binding to the restored volume kept."""
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
             "metadata": {"name": name, "namespace": "prod", "labels": dict(RESTORED),
                          "annotations": {"volume.kubernetes.io/selected-node": "old-node",
                                          rules.CREATED_FOR_DATA_VOLUME_ANNOTATION: dv_uid,
                                          rules.POD_PHASE_ANNOTATION: "Succeeded"}},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
+                     "volumeName": f"pvc-{dv_uid}"}}
 
 
 def test_velero_restore_order_pvc_then_datavolume(cluster, tmp_path) -> None:

@@ -6,7 +6,7 @@ copy (or a ``Decision``); nothing here does I/O. docs/rules.md lists every rule,
 """
 
 from .context import SYSTEM_SERVICE_ACCOUNT_NAMES, in_restore_context, is_system_request
-from .export import (copy_revision_names, data_volume_from_template, data_volume_owner, data_volume_succeeded,
+from .export import (claim_brings_its_data, copy_revision_names, data_volume_from_template, data_volume_owner, data_volume_succeeded,
                      export_object, is_shared, mark_populated_for, mark_prepopulated, populated_with_evidence,
                      restore_decision, synthesized_data_volumes, unmark_populated_for, unmark_prepopulated)
 from .identity import (FirmwarePolicy, IdentitiesInUse, IdentityPolicies, MacPolicy, apply_identity_policy,
@@ -24,7 +24,7 @@ from .restore import (CDI_POPULATOR_SOURCES, PVC_BINDING_ANNOTATIONS, PVC_PROVIS
 
 __all__ = [
     "SYSTEM_SERVICE_ACCOUNT_NAMES", "in_restore_context", "is_system_request",
-    "copy_revision_names", "data_volume_from_template", "data_volume_owner", "data_volume_succeeded",
+    "claim_brings_its_data", "copy_revision_names", "data_volume_from_template", "data_volume_owner", "data_volume_succeeded",
     "export_object", "is_shared", "mark_populated_for", "mark_prepopulated", "populated_with_evidence",
     "restore_decision", "synthesized_data_volumes", "unmark_populated_for", "unmark_prepopulated",
     "FirmwarePolicy", "IdentitiesInUse", "IdentityPolicies", "MacPolicy", "apply_identity_policy", "identity_values",

@@ -10,10 +10,10 @@ from .. import kinds
 from ..graph.edges import is_hotplug_pod, is_launcher_pod, revision_name
 from ..kinds import group_of
 from ..refs import Ref
-from .objects import (ALLOW_CLAIM_ADOPTION_ANNOTATION, CREATED_FOR_DATA_VOLUME_ANNOTATION, OWNER_REFERENCES_ANNOTATION,
-                      POD_PHASE_ANNOTATION, POPULATED_FOR_ANNOTATION, POPULATOR_PROGRESS_ANNOTATION,
-                      POPULATOR_PROGRESS_DONE, PREPOPULATED_ANNOTATION, RESTORE, VM_GENERATION_ANNOTATION,
-                      VM_OWNER_KINDS, Decision, Obj, annotations_of, controller_reference, is_kind, meta_of,
+from .objects import (ALLOW_CLAIM_ADOPTION_ANNOTATION, CHECKPOINT_CURRENT_ANNOTATION, CHECKPOINT_DONE_ANNOTATION,
+                      CREATED_FOR_DATA_VOLUME_ANNOTATION, OWNER_REFERENCES_ANNOTATION, POD_PHASE_ANNOTATION, POPULATED_FOR_ANNOTATION, POPULATOR_PROGRESS_ANNOTATION,
+                      POPULATOR_PROGRESS_DONE, PREPOPULATED_ANNOTATION, RESTORE, VELERO_DYNAMIC_PV_RESTORE_LABEL,
+                      VM_GENERATION_ANNOTATION, VM_OWNER_KINDS, Decision, Obj, annotations_of, controller_reference, is_kind, meta_of,
                       owner_references)
 
 
@@ -98,9 +98,31 @@ def populated_with_evidence(pvc: Obj, dv: Obj | None) -> bool:
         return True
     annotations = (pvc.get("metadata") or {}).get("annotations") or {}
     dv_name = (dv.get("metadata") or {}).get("name") if dv is not None else (pvc.get("metadata") or {}).get("name")
+    if CHECKPOINT_CURRENT_ANNOTATION in annotations and CHECKPOINT_DONE_ANNOTATION not in annotations:
+        # a paused warm import shows pod phase Succeeded after each checkpoint; CDI treats it as in progress
+        # (common/util.go IsMultiStageImportInProgress): marked populated, it would never import the rest
+        return False
     return (annotations.get(POD_PHASE_ANNOTATION) == "Succeeded"
             or annotations.get(POPULATOR_PROGRESS_ANNOTATION) == POPULATOR_PROGRESS_DONE
             or bool(dv_name) and annotations.get(POPULATED_FOR_ANNOTATION) == dv_name)
+
+
+_DATA_SOURCES = {("snapshot.storage.k8s.io", "VolumeSnapshot"), ("", "PersistentVolumeClaim")}
+
+
+def claim_brings_its_data(pvc: Obj) -> bool:
+    """Whether a claim being created comes with a volume that holds data: bound to a restored PersistentVolume
+    (``spec.volumeName``, as Velero restores native snapshots: velero pkg/restore/restore.go), filled from a
+    VolumeSnapshot or another claim (``spec.dataSource``/``dataSourceRef``, as Velero's CSI restore and kvbackup
+    restore it: velero pkg/restore/actions/csi/pvc_action.go), or bound by Velero's data mover through its
+    dynamic-PV-restore selector. Any other claim is provisioned empty, whatever CDI's records copied with it say."""
+    spec = pvc.get("spec") or {}
+    if spec.get("volumeName"):
+        return True
+    if VELERO_DYNAMIC_PV_RESTORE_LABEL in ((spec.get("selector") or {}).get("matchLabels") or {}):
+        return True
+    return any(isinstance(source, dict) and (source.get("apiGroup") or "", source.get("kind")) in _DATA_SOURCES
+               for source in (spec.get("dataSource"), spec.get("dataSourceRef")))
 
 
 def never_populated(pvc: Obj, dv_name: str, dv: Obj | None) -> Decision:
@@ -153,6 +175,12 @@ def restore_decision(obj: Obj) -> Decision:
         dv_name = data_volume_owner(obj)
         if dv_name and not populated_with_evidence(obj, None):
             return never_populated(obj, dv_name, None)
+        if dv_name and not claim_brings_its_data(obj):
+            return Decision(False, "pvc-data-not-captured",
+                            f"it would be provisioned empty (no spec.volumeName, no VolumeSnapshot or claim as data "
+                            f"source) while CDI's records on it say it holds DataVolume {dv_name}'s data: marked "
+                            "populated it would give the VM a blank disk; restore it with its data (a CSI snapshot or "
+                            "its PersistentVolume), or leave it out so CDI populates it again from its DataVolume")
     return RESTORE
 
 

@@ -30,6 +30,13 @@ POPULATOR_PROGRESS_DONE = "100.0%"
 #: (kubevirt pkg/storage/types/dv.go GenerateDataVolumeFromTemplate)
 ALLOW_CLAIM_ADOPTION_ANNOTATION = "cdi.kubevirt.io/allowClaimAdoption"
 VM_GENERATION_ANNOTATION = "kubevirt.io/vm-generation"
+#: a multi-stage (warm) import: set while checkpoints are being imported, "done" once the last one was
+#: (containerized-data-importer pkg/controller/common/util.go: AnnCurrentCheckpoint, AnnMultiStageImportDone)
+CHECKPOINT_CURRENT_ANNOTATION = "cdi.kubevirt.io/storage.checkpoint.current"
+CHECKPOINT_DONE_ANNOTATION = "cdi.kubevirt.io/storage.checkpoint.done"
+#: Velero's data-mover restore binds a claim to the volume it filled through this selector label
+#: (velero pkg/apis/velero/v1/labels_annotations.go: DynamicPVRestoreLabel; pkg/restore/actions/csi/pvc_action.go)
+VELERO_DYNAMIC_PV_RESTORE_LABEL = "velero.io/dynamic-pv-restore"
 VM_OWNER_KINDS = ("VirtualMachine", "VirtualMachineInstanceReplicaSet", "VirtualMachinePool")
 
 
