@@ -67,6 +67,32 @@ def import_unfinished(pvc: Obj) -> bool:
     return (phase is not None and phase != "Succeeded") or (progress is not None and progress != "100.0%")
 
 
+def populated_with_evidence(pvc: Obj, dv: Obj | None) -> bool:
+    """Whether a DataVolume's PVC is known to hold its data: CDI's importer pod phase Succeeded, populator progress
+    100.0%, an existing populatedFor, or the DataVolume Succeeded. A PVC never populated (WaitForFirstConsumer, a VM
+    never started) carries none of these.
+
+    CDI names them in containerized-data-importer pkg/controller/common/util.go (AnnPodPhase, AnnPopulatorProgress,
+    AnnPopulatedFor)."""
+    annotations = (pvc.get("metadata") or {}).get("annotations") or {}
+    return (annotations.get(POD_PHASE_ANNOTATION) == "Succeeded"
+            or annotations.get(POPULATOR_PROGRESS_ANNOTATION) == "100.0%"
+            or POPULATED_FOR_ANNOTATION in annotations
+            or (dv is not None and data_volume_succeeded(dv)))
+
+
+#: kinds shared across workloads wherever they live: cluster-wide instancetypes and preferences
+_SHARED_CLUSTER_KINDS = {(k.group, k.kind) for k in (kinds.CLUSTER_INSTANCETYPE, kinds.CLUSTER_PREFERENCE)}
+#: kinds shared when they live outside the workloads' namespaces (an image catalogue, an infrastructure network)
+_SHARED_ELSEWHERE_KINDS = {(k.group, k.kind) for k in (kinds.DATA_SOURCE, kinds.NETWORK_ATTACHMENT_DEFINITION)}
+
+
+def is_shared(ref: Ref, workload_namespaces: set[str] | frozenset[str]) -> bool:
+    """Objects other workloads use too: restored only if absent, never updated."""
+    key = (ref.group, ref.kind)
+    return key in _SHARED_CLUSTER_KINDS or (key in _SHARED_ELSEWHERE_KINDS and ref.namespace not in workload_namespaces)
+
+
 def restore_decision(obj: Obj) -> Decision:
     """Objects KubeVirt or CDI recreate themselves: restoring them collides with what their controllers create.
 

@@ -24,6 +24,8 @@ RESTRICTED_VMI_LABELS = (
 PVC_BINDING_ANNOTATIONS = (
     "volume.kubernetes.io/selected-node", "pv.kubernetes.io/bind-completed", "pv.kubernetes.io/bound-by-controller",
 )
+STORAGE_PROVISIONER_ANNOTATIONS = ("volume.kubernetes.io/storage-provisioner",
+                                   "volume.beta.kubernetes.io/storage-provisioner")
 SERVER_SET_METADATA = ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields", "selfLink")
 
 
@@ -122,6 +124,28 @@ def strip_restricted_vmi_labels(vmi: Obj) -> Obj:
 def drop_pvc_binding_annotations(pvc: Obj) -> Obj:
     """Binding annotations pin the claim to a node and volume of the old cluster; CDI's pod phase must stay."""
     return _without_metadata_keys(pvc, "annotations", PVC_BINDING_ANNOTATIONS)
+
+
+def bindable_pvc(pvc: Obj) -> Obj:
+    """A PVC that can bind in another cluster: what pins it to the old volume and node is dropped, and CDI's
+    populator source (its VolumeImportSource etc., CDI pkg/controller/populators) is not there to run again."""
+    result = _without_metadata_keys(pvc, "annotations", PVC_BINDING_ANNOTATIONS + STORAGE_PROVISIONER_ANNOTATIONS)
+    spec = result.setdefault("spec", {})
+    spec.pop("volumeName", None)
+    for key in ("dataSource", "dataSourceRef"):
+        if (spec.get(key) or {}).get("apiGroup") == kinds.DATA_VOLUME.group:
+            del spec[key]
+    return result
+
+
+def pvc_from_snapshot(pvc: Obj, snapshot_name: str) -> Obj:
+    """A bindable PVC that the CSI provisioner fills from a VolumeSnapshot in its own namespace."""
+    result = bindable_pvc(pvc)
+    spec = result["spec"]
+    spec.pop("dataSourceRef", None)  # the API server derives it from dataSource
+    spec["dataSource"] = {"apiGroup": kinds.VOLUME_SNAPSHOT.group, "kind": kinds.VOLUME_SNAPSHOT.kind,
+                          "name": snapshot_name}
+    return result
 
 
 def restore_object(obj: Obj, ctx: RestoreContext) -> Restored:
