@@ -265,3 +265,20 @@ def open_verified(path: str, key: bytes | None = None) -> Bundle:
         raise BundleError(f"error: {path} failed verification ({len(list(check.problems()))} problems): "
                           f"run kubectl kvbackup verify {path}")
     return bundle
+
+
+def encrypted_secrets(bundle: Bundle) -> bool:
+    """Whether the bundle holds Secrets only its export key can read."""
+    return any(node.get("encrypted") for node in bundle.index.get("nodes") or [])
+
+
+def objects_as_read(bundle: Bundle, key: bytes | None) -> dict[Ref, dict[str, Any]]:
+    """Every object the bundle holds, as it was read from the source (``original/``), decrypted; an object the
+    export made up (a DataVolume synthesized from its VM's template) has only its restore file."""
+    objects = {}
+    for node in bundle.index.get("nodes") or []:
+        path = node.get("original") or node.get("file")
+        if node.get("found") and not node.get("excluded") and path:
+            ref = Ref(node["group"], node["kind"], node["namespace"], node["name"])
+            objects[ref] = bundle.read_object(path, key)
+    return objects
