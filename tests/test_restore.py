@@ -144,3 +144,115 @@ def test_restore_into_another_namespace_brings_data_secrets_and_owners(capsys, c
     skipped = {s["object"]: s["reason"] for s in result["skipped"]}
     assert "KubeVirt recreates" in skipped["virtualmachineinstance.kubevirt.io/copy/fedora"]
     assert result["succeeded"] and result["workloads"][0]["workload"] == "virtualmachine.kubevirt.io/copy/fedora"
+
+
+def test_restore_refuses_encrypted_secrets_without_the_key(capsys, cluster, bundle):
+    fake, kubeconfig = cluster
+    code, _, err = restore(capsys, kubeconfig, bundle, "-n", "copy")
+    assert code == 2 and "holds encrypted Secrets" in err and "--encrypt-key-file" in err
+    assert fake.get_object("", "Namespace", None, "copy") is None
+
+
+def test_restore_refuses_a_tampered_truncated_or_newer_bundle(capsys, cluster, bundle, key_file, tmp_path):
+    fake, kubeconfig = cluster
+    vm_file = os.path.join(bundle, "original", "demo", "kubevirt.io", "VirtualMachine", "fedora.yaml")
+    with open(vm_file, "a", encoding="utf-8") as f:
+        f.write("# edited\n")
+    code, _, err = restore(capsys, kubeconfig, bundle, "-n", "copy", "--encrypt-key-file", key_file)
+    assert code == 1 and "failed verification" in err
+    truncated = tmp_path / "t.tar.gz"
+    truncated.write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 20)
+    code, _, err = restore(capsys, kubeconfig, str(truncated), "-n", "copy")
+    assert code == 1 and "truncated" in err
+    with open(os.path.join(bundle, INDEX), encoding="utf-8") as f:
+        index = json.load(f)
+    index["formatVersion"] = 99
+    with open(os.path.join(bundle, INDEX), "w", encoding="utf-8") as f:
+        json.dump(index, f)
+    code, _, err = restore(capsys, kubeconfig, bundle, "-n", "copy", "--encrypt-key-file", key_file)
+    assert code == 1 and "format version 99" in err
+    assert fake.get_object("", "Namespace", None, "copy") is None and "Traceback" not in err
+
+
+def test_conflicts_stop_before_anything_is_created_and_skip_completes(capsys, cluster, bundle, key_file):
+    fake, kubeconfig = cluster
+    fake.add(obj("v1", "ConfigMap", "fedora-app-config", namespace="copy", data={"mine": "yes"}))
+    before = len(fake.objects(*VM, "copy"))
+    code, _, err = restore(capsys, kubeconfig, bundle, "-n", "copy", "--encrypt-key-file", key_file)
+    assert code == 1 and "1 object(s) already exist: configmap/copy/fedora-app-config" in err
+    assert len(fake.objects(*VM, "copy")) == before == 0 and fake.objects("", "Secret", "copy") == []
+    code, _, err = restore(capsys, kubeconfig, bundle, "-n", "copy", "--encrypt-key-file", key_file,
+                           "--existing", "skip")
+    assert code == 0, err
+    assert fake.get_object("", "ConfigMap", "copy", "fedora-app-config")["data"] == {"mine": "yes"}
+    assert fake.get_object(*VM, "copy", "fedora") is not None
+
+
+def test_existing_update_replaces_what_is_there(capsys, cluster, bundle, key_file):
+    fake, kubeconfig = cluster
+    fake.add(obj("v1", "ConfigMap", "fedora-app-config", namespace="copy", data={"mine": "yes"}))
+    code, _, err = restore(capsys, kubeconfig, bundle, "-n", "copy", "--encrypt-key-file", key_file,
+                           "--existing", "update")
+    assert code == 0, err
+    restored = fake.get_object("", "ConfigMap", "copy", "fedora-app-config")
+    assert restored["data"] != {"mine": "yes"} and restored["metadata"]["labels"][rules.RESTORE_LABEL]
+
+
+def test_partial_failure_reports_and_a_rerun_with_skip_completes_it(capsys, cluster, bundle, key_file):
+    fake, kubeconfig = cluster
+    fake.inject("POST", r"/namespaces/copy/datavolumes$", status=500, times=1)
+    code, out, err = restore(capsys, kubeconfig, bundle, "-n", "copy", "--encrypt-key-file", key_file,
+                             "--name", "r2", "-o", "json")
+    assert code == 1 and "re-run with --existing skip --name r2" in err and "Traceback" not in err
+    result = json.loads(out)
+    assert not result["succeeded"]
+    assert result["failed"][0]["object"] == "datavolume.cdi.kubevirt.io/copy/fedora-root"
+    assert "virtualmachine.kubevirt.io/copy/fedora" in result["notAttempted"]
+    assert fake.get_object(*VM, "copy", "fedora") is None
+    pvc = fake.get_object(*PVC, "copy", "fedora-root")
+    assert rules.OWNER_REFERENCES_ANNOTATION in annotations(pvc)  # its owner does not exist: kept aside
+    assert "ownerReferences" not in pvc["metadata"]
+    code, _, err = restore(capsys, kubeconfig, bundle, "-n", "copy", "--encrypt-key-file", key_file,
+                           "--name", "r2", "--existing", "skip")
+    assert code == 0, err
+    vm = fake.get_object(*VM, "copy", "fedora")
+    dv = fake.get_object(*DV, "copy", "fedora-root")
+    assert dv["metadata"]["ownerReferences"][0]["uid"] == vm["metadata"]["uid"]
+    pvc = fake.get_object(*PVC, "copy", "fedora-root")  # kept from the first run, its owner re-pointed now
+    assert pvc["metadata"]["ownerReferences"][0]["uid"] == dv["metadata"]["uid"]
+    assert len(fake.objects(*CONTENT)) == 2 * len(fake.objects(*SNAPSHOT, "copy"))  # the re-run made none twice
+
+
+def test_dry_run_client_prints_the_exact_decrypted_objects(capsys, cluster, bundle, key_file):
+    fake, kubeconfig = cluster
+    fake.reset_requests()
+    code, out, err = restore(capsys, kubeconfig, bundle, "-n", "copy", "--encrypt-key-file", key_file,
+                             "--name", "r3", "--dry-run=client", "-o", "yaml")
+    assert code == 0, err
+    items = yaml.safe_load(out)["items"]
+    assert items[0] == {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "copy"}}
+    secret = next(i for i in items if i["kind"] == "Secret" and i["metadata"]["name"] == "fedora-userdata")
+    assert secret["metadata"]["namespace"] == "copy" and secret.get("stringData") or secret.get("data")
+    assert all(i["metadata"].get("labels", {}).get(rules.RESTORE_LABEL) == "r3" for i in items[1:])
+    assert [r.method for r in fake.requests if r.method != "GET"] == []
+    kinds_in_order = [i["kind"] for i in items]
+    assert kinds_in_order.index("Secret") < kinds_in_order.index("PersistentVolumeClaim") < \
+        kinds_in_order.index("DataVolume") < kinds_in_order.index("VirtualMachine")
+    code, out, err = restore(capsys, kubeconfig, bundle, "-n", "copy", "--encrypt-key-file", key_file,
+                             "--dry-run=client")
+    assert code == 0, err
+    assert "virtualmachineinstance.kubevirt.io/copy/fedora" in out and "skip" in out
+
+
+def test_dry_run_server_sends_every_write_with_dry_run_and_stores_nothing(capsys, cluster, bundle, key_file):
+    fake, kubeconfig = cluster
+    fake.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "copy"}})
+    fake.inject("POST", r"/namespaces/copy/configmaps$", status=422, message="configmap rejected by policy")
+    fake.reset_requests()
+    code, out, err = restore(capsys, kubeconfig, bundle, "-n", "copy", "--encrypt-key-file", key_file,
+                             "--dry-run=server")
+    writes = [r for r in fake.requests if r.method in ("POST", "PUT", "PATCH")]
+    assert len(writes) > 10 and all(r.query.get("dryRun") == "All" for r in writes)
+    assert code == 1 and "configmap/copy/fedora-app-config: would be rejected" in out
+    assert "configmap rejected by policy" in out
+    assert fake.objects(*VM, "copy") == [] and fake.objects("", "Secret", "copy") == []
