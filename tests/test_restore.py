@@ -105,6 +105,14 @@ def restore(capsys, kubeconfig, bundle, *argv):
     return run(capsys, "restore", bundle, "--kubeconfig", kubeconfig, "-q", *argv)
 
 
+DEMO_CLAIMS = ("fedora-root", "fedora-data", "fedora-hotplug", "fedora-memdump", "persistent-state-for-fedora-8wq2n")
+
+
+def delete(fake, path):
+    status, body = fake.handle("DELETE", path, {"authorization": "Bearer " + fake.token_for("admin")}, b"")
+    assert status == 200, body
+
+
 def annotations(o):
     return (o.get("metadata") or {}).get("annotations") or {}
 
@@ -256,3 +264,140 @@ def test_dry_run_server_sends_every_write_with_dry_run_and_stores_nothing(capsys
     assert code == 1 and "configmap/copy/fedora-app-config: would be rejected" in out
     assert "configmap rejected by policy" in out
     assert fake.objects(*VM, "copy") == [] and fake.objects("", "Secret", "copy") == []
+
+
+@pytest.fixture
+def plain_bundle(capsys, cluster, tmp_path):
+    """An export without snapshots or key."""
+    fake, kubeconfig = cluster
+    code, _, err = run(capsys, "export", "vm/fedora", "--freeze=never", "--name", "plain", "-q",
+                       "--kubeconfig", kubeconfig, "--to", str(tmp_path / "plain"))
+    assert code == 0, err
+    return str(tmp_path / "plain")
+
+
+def test_without_snapshots_the_volume_choice_is_explained_before_anything_is_created(capsys, cluster, plain_bundle):
+    fake, kubeconfig = cluster
+    code, _, err = restore(capsys, kubeconfig, plain_bundle, "-n", "copy")
+    assert code == 2 and "--volumes=existing" in err and "--volumes=reimport" in err
+    assert fake.get_object("", "Namespace", None, "copy") is None
+
+
+def test_volumes_existing_marks_claims_another_tool_restored_and_needs_them_all(capsys, cluster, plain_bundle):
+    fake, kubeconfig = cluster
+    code, _, err = restore(capsys, kubeconfig, plain_bundle, "-n", "copy", "--volumes=existing")
+    assert code == 1 and "PersistentVolumeClaim copy/fedora-root does not exist" in err
+    assert fake.get_object("", "Namespace", None, "copy") is None
+    for name in DEMO_CLAIMS:
+        fake.add(obj("v1", "PersistentVolumeClaim", name, namespace="copy", spec={"volumeName": f"pv-{name}"}))
+    code, _, err = restore(capsys, kubeconfig, plain_bundle, "-n", "copy", "--volumes=existing", "--name", "r5")
+    assert code == 0, err
+    pvc = fake.get_object(*PVC, "copy", "fedora-root")
+    assert annotations(pvc)[rules.POPULATED_FOR_ANNOTATION] == "fedora-root"
+    assert pvc["spec"]["volumeName"] == "pv-fedora-root" and pvc["metadata"]["labels"][rules.RESTORE_LABEL] == "r5"
+    assert annotations(fake.get_object(*DV, "copy", "fedora-root"))[rules.PREPOPULATED_ANNOTATION] == "fedora-root"
+
+
+def test_volumes_reimport_restores_no_data_volume_claim_and_leaves_data_volumes_unmarked(capsys, cluster,
+                                                                                          plain_bundle):
+    fake, kubeconfig = cluster
+    code, out, err = restore(capsys, kubeconfig, plain_bundle, "-n", "copy", "--volumes=reimport", "--dry-run")
+    assert code == 0, err
+    assert "CDI imports or clones it again" in out
+    code, _, err = restore(capsys, kubeconfig, plain_bundle, "-n", "copy", "--volumes=reimport")
+    assert code == 0, err
+    assert fake.get_object(*PVC, "copy", "fedora-root") is None
+    dv = fake.get_object(*DV, "copy", "fedora-root")
+    assert rules.PREPOPULATED_ANNOTATION not in annotations(dv)
+    data = fake.get_object(*PVC, "copy", "fedora-data")  # no DataVolume to import it: created empty, unmarked
+    assert rules.POPULATED_FOR_ANNOTATION not in annotations(data) and "volumeName" not in data["spec"]
+
+
+def test_same_namespace_restore_uses_the_exports_own_snapshots(capsys, cluster, bundle, key_file):
+    fake, kubeconfig = cluster
+    delete(fake, "/apis/kubevirt.io/v1/namespaces/demo/virtualmachines/fedora")
+    delete(fake, "/apis/cdi.kubevirt.io/v1beta1/namespaces/demo/datavolumes/fedora-root")
+    for name in DEMO_CLAIMS:
+        delete(fake, f"/api/v1/namespaces/demo/persistentvolumeclaims/{name}")
+    contents = len(fake.objects(*CONTENT))
+    code, _, err = restore(capsys, kubeconfig, bundle, "--encrypt-key-file", key_file, "--existing", "skip")
+    assert code == 0, err
+    pvc = fake.get_object(*PVC, "demo", "fedora-root")
+    assert pvc["spec"]["dataSource"]["name"] == "fedora-root-nightly"
+    assert len(fake.objects(*CONTENT)) == contents  # nothing pre-provisioned: the snapshot is right there
+
+
+def test_identity_collisions_with_the_cluster_and_within_the_restore_are_changed_and_reported(
+        capsys, cluster, plain_bundle):
+    fake, kubeconfig = cluster
+    code, out, err = restore(capsys, kubeconfig, plain_bundle, "-n", "copy", "--volumes=reimport", "-o", "json")
+    assert code == 0, err
+    vm = fake.get_object(*VM, "copy", "fedora")
+    interfaces = vm["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"]
+    assert interfaces[1].get("macAddress") != "02:00:00:aa:bb:01"  # the source VM still uses it
+    assert vm["spec"]["template"]["spec"]["domain"]["firmware"]["serial"] != "fedora-serial-0001"
+    changes = [c["change"] for c in json.loads(out)["workloads"][0]["changed"]]
+    assert any("macAddress: 02:00:00:aa:bb:01" in c for c in changes)
+    code, _, err = restore(capsys, kubeconfig, plain_bundle, "-n", "copy2", "--volumes=reimport",
+                           "--mac-policy", "keep", "--firmware-policy", "keep")
+    assert code == 0, err
+    kept = fake.get_object(*VM, "copy2", "fedora")["spec"]["template"]["spec"]["domain"]
+    assert kept["devices"]["interfaces"][1]["macAddress"] == "02:00:00:aa:bb:01"
+
+
+def test_two_restored_vms_never_share_a_mac(capsys, cluster, tmp_path):
+    fake, kubeconfig = cluster
+    for name in ("a", "b"):
+        fake.add(obj("kubevirt.io/v1", "VirtualMachine", name, namespace="twins", spec={"template": {"spec": {
+            "domain": {"devices": {"interfaces": [{"name": "n", "macAddress": "02:00:00:00:00:77"}]}}}}}))
+    code, _, err = run(capsys, "export", "--all", "-n", "twins", "--freeze=never", "-q", "--kubeconfig", kubeconfig,
+                       "--to", str(tmp_path / "twins"))
+    assert code == 0, err
+    for name in ("a", "b"):
+        delete(fake, f"/apis/kubevirt.io/v1/namespaces/twins/virtualmachines/{name}")
+    code, _, err = restore(capsys, kubeconfig, str(tmp_path / "twins"), "-n", "twins2", "--volumes=reimport")
+    assert code == 0, err
+    macs = [fake.get_object(*VM, "twins2", n)["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][0]
+            .get("macAddress") for n in ("a", "b")]
+    assert "02:00:00:00:00:77" in macs and len(set(macs)) == 2
+
+
+def test_run_strategy_overrides_and_clears_running(capsys, cluster, plain_bundle):
+    fake, kubeconfig = cluster
+    code, _, err = restore(capsys, kubeconfig, plain_bundle, "-n", "copy", "--volumes=reimport",
+                           "--run-strategy", "Halted")
+    assert code == 0, err
+    spec = fake.get_object(*VM, "copy", "fedora")["spec"]
+    assert spec["runStrategy"] == "Halted" and "running" not in spec
+
+
+def test_shared_objects_are_created_only_when_absent(capsys, cluster, plain_bundle):
+    fake, kubeconfig = cluster
+    nad = ("k8s.cni.cncf.io", "NetworkAttachmentDefinition")
+    shared = fake.get_object(*nad, "net-system", "vlan10")
+    code, _, err = restore(capsys, kubeconfig, plain_bundle, "-n", "copy", "--volumes=reimport",
+                           "--existing", "update")
+    assert code == 0, err
+    assert fake.get_object(*nad, "net-system", "vlan10")["metadata"]["resourceVersion"] == \
+        shared["metadata"]["resourceVersion"]  # never updated, even with --existing update
+    vm = fake.get_object(*VM, "copy", "fedora")
+    assert vm["spec"]["template"]["spec"]["networks"][1]["multus"]["networkName"] == "net-system/vlan10"
+    delete(fake, "/apis/k8s.cni.cncf.io/v1/namespaces/net-system/network-attachment-definitions/vlan10")
+    code, _, err = restore(capsys, kubeconfig, plain_bundle, "-n", "copy3", "--volumes=reimport")
+    assert code == 0, err
+    assert fake.get_object(*nad, "net-system", "vlan10")["metadata"]["labels"][rules.RESTORE_LABEL]
+
+
+def test_selective_restore_takes_only_the_named_roots_graph(capsys, cluster, tmp_path):
+    fake, kubeconfig = cluster
+    code, _, err = run(capsys, "export", "--all", "-n", "demo", "--freeze=never", "-q", "--kubeconfig", kubeconfig,
+                       "--to", str(tmp_path / "all"))
+    assert code == 0, err
+    code, _, err = run(capsys, "restore", str(tmp_path / "all"), "vmirs/web", "-n", "copy", "--volumes=reimport",
+                       "--kubeconfig", kubeconfig)
+    assert code == 0, err
+    assert fake.get_object("kubevirt.io", "VirtualMachineInstanceReplicaSet", "copy", "web") is not None
+    assert fake.objects(*VM, "copy") == []
+    code, _, err = run(capsys, "restore", str(tmp_path / "all"), "vm/ghost", "-n", "copy", "--volumes=reimport",
+                       "--kubeconfig", kubeconfig)
+    assert code == 1 and 'no virtualmachines.kubevirt.io "ghost"' in err
