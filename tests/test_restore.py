@@ -401,3 +401,35 @@ def test_selective_restore_takes_only_the_named_roots_graph(capsys, cluster, tmp
     code, _, err = run(capsys, "restore", str(tmp_path / "all"), "vm/ghost", "-n", "copy", "--volumes=reimport",
                        "--kubeconfig", kubeconfig)
     assert code == 1 and 'no virtualmachines.kubevirt.io "ghost"' in err
+
+
+def test_round_trip_export_restore_elsewhere_gives_the_same_graph_up_to_the_mapping(capsys, cluster, bundle,
+                                                                                     key_file):
+    fake, kubeconfig = cluster
+    code, out, err = restore(capsys, kubeconfig, bundle, "-n", "copy", "--encrypt-key-file", key_file, "-o", "json")
+    assert code == 0, err
+    result = json.loads(out)
+    restored = set(result["created"]) | set(result["kept"])
+    with open(os.path.join(bundle, INDEX), encoding="utf-8") as f:
+        index = json.load(f)
+
+    def mapped(ref):
+        namespace = "copy" if ref["namespace"] == "demo" else ref["namespace"]
+        return (ref["group"], ref["kind"], namespace, ref["name"])
+
+    def shown(ref):
+        group, kind, namespace, name = ref
+        return f"{kind.lower()}{'.' + group if group else ''}/{namespace + '/' if namespace else ''}{name}"
+
+    before = {(mapped(e["from"]), mapped(e["to"]), e["path"]) for e in index["edges"]
+              if shown(mapped(e["from"])) in restored and shown(mapped(e["to"])) in restored}
+    code, out, err = run(capsys, "graph", "vm/fedora", "-n", "copy", "-o", "json", "--kubeconfig", kubeconfig)
+    assert code == 0, err
+    graph = json.loads(out)
+    found = {mapped(n) for n in graph["nodes"] if n["found"]}
+    after = {(mapped(e["from"]), mapped(e["to"]), e["path"]) for e in graph["edges"] if mapped(e["to"]) in found}
+    # the revision names now come from the spec, where export copied them from the status
+    moved = {"status.instancetypeRef.controllerRevisionRef.name": "spec.instancetype.revisionName",
+             "status.preferenceRef.controllerRevisionRef.name": "spec.preference.revisionName"}
+    assert after == {(a, b, moved.get(path, path)) for a, b, path in before} and len(after) > 10
+    assert {shown(n) for n in found} <= restored
