@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -695,3 +696,56 @@ def restore_name_from(bundle_name: str, timestamp: str) -> str:
     stamp = "".join(c for c in timestamp.lower() if c.isalnum())[:15]
     return f"{bundle_name[:63 - len(stamp) - 9].rstrip('-')}-restore-{stamp}"
 
+
+
+def not_ready(obj: Obj) -> str | None:
+    """Why a restored object is not ready yet (None: it is): PVCs bound, DataVolumes succeeded, VMs ready, or
+    stopped when their run strategy says so."""
+    status = obj.get("status") or {}
+    if is_kind(obj, kinds.PVC):
+        return None if status.get("phase") == "Bound" else f"phase {status.get('phase') or 'Pending'}"
+    if is_kind(obj, kinds.DATA_VOLUME):
+        return None if status.get("phase") == "Succeeded" else f"phase {status.get('phase') or 'Pending'}"
+    if is_kind(obj, kinds.VM):
+        spec = obj.get("spec") or {}
+        if spec.get("runStrategy") == "Halted" or spec.get("running") is False:
+            return None if status.get("printableStatus") == "Stopped" else \
+                f"{status.get('printableStatus') or 'not yet'} stopped"
+        return None if status.get("ready") else f"{status.get('printableStatus') or 'not yet'} ready"
+    return None
+
+
+WAITED_KINDS = (kinds.PVC, kinds.DATA_VOLUME, kinds.VM)
+
+
+def wait_until_ready(connection: Connection, result: Result, timeout: float, progress: Callable[[str], None],
+                     poll: float = 1.0) -> None:
+    """Poll what the restore wrote — one LIST per kind and namespace each round — until all of it is ready."""
+    bodies = {a.ref: a.body for a in result.plan.actions if a.ref in result.done and a.verb != ANNOTATE}
+    waiting = {ref for ref in bodies if any(_is(ref, k) for k in WAITED_KINDS)}
+    waiting |= {a.ref for a in result.plan.actions if a.verb == ANNOTATE and a.ref in result.done}
+    deadline = time.monotonic() + timeout
+    reasons: dict[Ref, str] = {}
+    while waiting:
+        for kind in WAITED_KINDS:
+            for namespace in sorted({r.namespace for r in waiting if _is(r, kind)}):
+                body = next((bodies[r] for r in waiting if _is(r, kind) and r in bodies), None)
+                version = (body or {}).get("apiVersion", kind.api_version).rpartition("/")[2]
+                for obj in connection.list_pages(collection_path(kind, version, namespace)):
+                    obj.setdefault("apiVersion", kind.api_version)
+                    obj.setdefault("kind", kind.kind)
+                    ref = ref_of(obj)
+                    if ref in waiting:
+                        reason = not_ready(obj)
+                        if reason is None:
+                            waiting.discard(ref)
+                            reasons.pop(ref, None)
+                        else:
+                            reasons[ref] = reason
+        progress(f"waiting for {len(waiting)} object(s)" if waiting else "every restored object is ready")
+        if waiting and time.monotonic() >= deadline:
+            pending = ", ".join(f"{r} ({reasons.get(r, 'not found')})" for r in sorted(waiting))
+            raise KubeError(f"error: timed out after {timeout:.0f}s waiting for {pending}: the restore itself is "
+                            "complete; check those objects' events")
+        if waiting:
+            time.sleep(poll)

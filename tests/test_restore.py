@@ -14,7 +14,7 @@ import yaml
 from kubectl_kvbackup import crypto, rules
 from kubectl_kvbackup.bundle import INDEX
 from kubectl_kvbackup.cli.main import main
-from kubectl_kvbackup.restore import IdentityChoice, reserve_identities, restore_context
+from kubectl_kvbackup.restore import IdentityChoice, not_ready, reserve_identities, restore_context
 
 from .helpers import example_objects, obj
 
@@ -457,3 +457,40 @@ def test_what_restore_creates_is_a_fixed_point_of_the_webhooks_rules(capsys, clu
         assert (result.object, result.changes) == (item, []), item["kind"]
         checked += 1
     assert checked > 10
+
+
+def play_controllers(fake, namespace, stop):
+    """The PVC binder, CDI and virt-controller: claims bind, DataVolumes succeed, VMs become ready."""
+    while not stop.is_set():
+        for kind, status in ((PVC, {"phase": "Bound"}), (DV, {"phase": "Succeeded"}),
+                             (VM, {"ready": True, "printableStatus": "Running"})):
+            for o in fake.objects(*kind, namespace):
+                if o.get("status") != status:
+                    fake.add({**o, "status": status})
+        time.sleep(0.05)
+
+
+def test_wait_returns_once_claims_bind_data_volumes_succeed_and_vms_are_ready(capsys, cluster, bundle, key_file):
+    fake, kubeconfig = cluster
+    code, _, err = restore(capsys, kubeconfig, bundle, "-n", "slow", "--encrypt-key-file", key_file, "--wait",
+                           "--timeout", "1s")
+    assert code == 1 and "timed out after 1s waiting for" in err
+    assert "persistentvolumeclaim/slow/fedora-root (phase Pending)" in err and "the restore itself is complete" in err
+    stop = threading.Event()
+    controllers = threading.Thread(target=play_controllers, args=(fake, "copy", stop), daemon=True)
+    controllers.start()
+    try:
+        code, _, err = restore(capsys, kubeconfig, bundle, "-n", "copy", "--encrypt-key-file", key_file, "--wait",
+                               "--timeout", "60s")
+    finally:
+        stop.set()
+        controllers.join()
+    assert code == 0, err
+
+
+def test_a_vm_asked_to_stay_halted_is_waited_for_until_stopped():
+    halted = obj("kubevirt.io/v1", "VirtualMachine", "vm", spec={"runStrategy": "Halted"},
+                 status={"printableStatus": "Stopped"})
+    assert not_ready(halted) is None
+    assert not_ready({**halted, "spec": {"runStrategy": "Always"}}) == "Stopped ready"
+    assert not_ready({**halted, "status": {"printableStatus": "Stopping"}}) == "Stopping stopped"

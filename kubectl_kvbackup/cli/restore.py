@@ -12,9 +12,9 @@ from ..cluster import connect
 from ..crypto import KEY_ENVIRONMENT, load_key
 from ..restore import (EXISTING_MODES, FIRMWARE_POLICIES, MAC_POLICIES, RUN_STRATEGIES, VOLUME_MODES, IdentityChoice,
                        Plan, PlanError, RestoreOptions, apply_plan, objects_to_print, parse_namespace_mapping,
-                       parse_roots, plan_restore, plan_rows, read_target, restore_name_from, target_scope)
+                       parse_roots, plan_restore, plan_rows, read_target, restore_name_from, target_scope, wait_until_ready)
 from ..sources import ClusterSource
-from .common import UsageError, add_connection_flags, connection_options, parse_targets, warn
+from .common import UsageError, add_connection_flags, connection_options, parse_duration, parse_targets, warn
 from .export import BACKUP_NAME, progress_printer
 from .printers import print_data
 
@@ -57,6 +57,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
                              "stores nothing")
     parser.add_argument("-o", "--output", choices=("json", "yaml", "name"),
                         help="with --dry-run=client: the objects; else the result")
+    parser.add_argument("--wait", action="store_true",
+                        help="wait until PVCs are bound, DataVolumes succeeded and VMs ready (or stopped as asked)")
+    parser.add_argument("--timeout", default="10m", metavar="DURATION", help="how long --wait waits (default 10m)")
     parser.add_argument("--name", help="restore name, the value of the kvbackup.kubevirt.io/restore label "
                                        "(default: from the backup name and the time)")
     parser.add_argument("--parallel", type=int, default=8, metavar="N", help="writes at once inside a step")
@@ -103,6 +106,7 @@ def validate(args: argparse.Namespace) -> None:
                          "'-', starting and ending with a letter or digit, at most 63 characters")
     if args.parallel < 1:
         raise UsageError("error: --parallel must be 1 or more")
+    parse_duration(args.timeout)
     if args.output in ("yaml", "name") and args.dry_run == "none":
         raise UsageError("error: -o yaml|name needs --dry-run=client; a restore prints its result with -o json")
 
@@ -148,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
         raise PlanError(f"error: restore {plan.name} failed for {len(result.failed)} object(s): {failed}; "
                         f"{len(result.done)} written, {len(result.not_attempted)} not attempted: fix the cause and "
                         f"re-run with --existing skip --name {plan.name} to complete it")
+    if args.wait:
+        wait_until_ready(connection, result, parse_duration(args.timeout) or float("inf"), progress)
     return 0
 
 
