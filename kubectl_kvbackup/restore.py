@@ -749,3 +749,50 @@ def wait_until_ready(connection: Connection, result: Result, timeout: float, pro
                             "complete; check those objects' events")
         if waiting:
             time.sleep(poll)
+
+
+@dataclass
+class Adoption:
+    adopted: list[Ref] = field(default_factory=list)
+    waiting: list[Ref] = field(default_factory=list)  # set-aside owners that do not exist (yet)
+    failed: dict[Ref, str] = field(default_factory=dict)
+
+
+def adopt(connection: Connection, source: ClusterSource, namespace: str | None, parallel: int) -> Adoption:
+    """Restores other tools made (Velero, ``kubectl apply`` of a bundle) leave owners set aside when an object was
+    created before its owner: re-point those whose owners exist now. One LIST per kind, one PATCH per object."""
+    candidates = []
+    for kind in (k for k in kinds.ALL_KINDS if k.namespaced):
+        listed = source.list_all(kind) if namespace is None else source.list(kind, namespace)
+        candidates += [o for o in listed
+                       if rules.OWNER_REFERENCES_ANNOTATION in ((o.get("metadata") or {}).get("annotations") or {})]
+
+    def owner_uid(owner: Obj, owner_namespace: str) -> str | None:
+        group, kind_name = group_of(owner.get("apiVersion", "")), owner.get("kind", "")
+        if not kinds.known(group, kind_name):
+            return None
+        found = source.get(Ref.of(kinds.kind_for(group, kind_name), owner_namespace, owner.get("name", "")))
+        return (found or {}).get("metadata", {}).get("uid")
+
+    outcome = Adoption()
+    patches = []
+    for obj in candidates:
+        patch = owner_patch(obj, owner_uid)
+        (patches.append((obj, patch)) if patch else outcome.waiting.append(ref_of(obj)))
+
+    def send(item: tuple[Obj, Obj]) -> tuple[Ref, str | None]:
+        obj, patch = item
+        try:
+            connection.request("PATCH", _path(obj, obj["metadata"]["name"]), body=patch,
+                               content_type="application/merge-patch+json")
+            return ref_of(obj), None
+        except KubeError as error:
+            return ref_of(obj), str(error)
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="adopt") as pool:
+        for ref, error in pool.map(send, patches):
+            if error:
+                outcome.failed[ref] = error
+            else:
+                outcome.adopted.append(ref)
+    return outcome

@@ -494,3 +494,23 @@ def test_a_vm_asked_to_stay_halted_is_waited_for_until_stopped():
     assert not_ready(halted) is None
     assert not_ready({**halted, "spec": {"runStrategy": "Always"}}) == "Stopped ready"
     assert not_ready({**halted, "status": {"printableStatus": "Stopping"}}) == "Stopping stopped"
+
+
+def test_adopt_repoints_set_aside_owners_once_they_exist(capsys, cluster):
+    fake, kubeconfig = cluster
+    aside = json.dumps([{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": "late", "uid": "old",
+                         "controller": True}])
+    fake.add(obj("cdi.kubevirt.io/v1beta1", "DataVolume", "late-disk", namespace="velero-restored",
+                 metadata={"annotations": {rules.OWNER_REFERENCES_ANNOTATION: aside, "keep": "me"}}))
+    code, out, err = run(capsys, "adopt", "-n", "velero-restored", "--kubeconfig", kubeconfig)
+    assert code == 0 and out == "" and "its owners do not exist yet" in err
+    vm = fake.add(obj("kubevirt.io/v1", "VirtualMachine", "late", namespace="velero-restored"))
+    fake.reset_requests()
+    code, out, err = run(capsys, "adopt", "-A", "--kubeconfig", kubeconfig)
+    assert code == 0, err
+    assert out == "datavolume.cdi.kubevirt.io/velero-restored/late-disk adopted\n"
+    dv = fake.get_object(*DV, "velero-restored", "late-disk")
+    assert dv["metadata"]["ownerReferences"] == [{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+                                                  "name": "late", "uid": vm["metadata"]["uid"], "controller": True}]
+    assert annotations(dv) == {"keep": "me"}
+    assert [r.method for r in fake.requests].count("PATCH") == 1

@@ -11,7 +11,7 @@ from ..clock import now_iso
 from ..cluster import connect
 from ..crypto import KEY_ENVIRONMENT, load_key
 from ..restore import (EXISTING_MODES, FIRMWARE_POLICIES, MAC_POLICIES, RUN_STRATEGIES, VOLUME_MODES, IdentityChoice,
-                       Plan, PlanError, RestoreOptions, apply_plan, objects_to_print, parse_namespace_mapping,
+                       Plan, PlanError, RestoreOptions, adopt, apply_plan, objects_to_print, parse_namespace_mapping,
                        parse_roots, plan_restore, plan_rows, read_target, restore_name_from, target_scope, wait_until_ready)
 from ..sources import ClusterSource
 from .common import UsageError, add_connection_flags, connection_options, parse_duration, parse_targets, warn
@@ -66,6 +66,16 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summary on stderr")
     add_connection_flags(parser)
     parser.set_defaults(run=run)
+    adopter = subcommands.add_parser(
+        "adopt", help="re-point set-aside owners of restored objects whose owners exist now",
+        description="Finish a restore made by another tool (Velero, kubectl apply of a bundle): objects created "
+                    "before their owners keep those owners in the kvbackup.kubevirt.io/owner-references annotation; "
+                    "adopt points their ownerReferences at the owners' current UIDs once the owners exist.")
+    adopter.add_argument("-n", "--namespace", help="the namespace (default: the context's)")
+    adopter.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    adopter.add_argument("--parallel", type=int, default=8, metavar="N", help="patches at once")
+    add_connection_flags(adopter)
+    adopter.set_defaults(run=run_adopt)
 
 
 def identity_choice(args: argparse.Namespace) -> IdentityChoice:
@@ -155,6 +165,21 @@ def run(args: argparse.Namespace) -> int:
     if args.wait:
         wait_until_ready(connection, result, parse_duration(args.timeout) or float("inf"), progress)
     return 0
+
+
+def run_adopt(args: argparse.Namespace) -> int:
+    if args.all_namespaces and args.namespace:
+        raise UsageError("error: use -n or -A, not both")
+    connection = connect(connection_options(args))
+    source = ClusterSource(connection, all_namespaces=args.all_namespaces)
+    outcome = adopt(connection, source, None if args.all_namespaces else connection.namespace, max(1, args.parallel))
+    for ref in outcome.adopted:
+        print(f"{ref} adopted")
+    for ref in outcome.waiting:
+        warn(f"{ref}: its owners do not exist yet: run adopt again once they are restored")
+    for ref, error in outcome.failed.items():
+        warn(f"{ref}: {error}")
+    return 1 if outcome.failed else 0
 
 
 def print_plan(plan: Plan, output: str | None) -> int:
