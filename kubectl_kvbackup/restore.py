@@ -108,10 +108,6 @@ class Action:
     changes: list[rules.Change] = field(default_factory=list)
     source: Ref | None = None  # in the bundle
 
-    def to_dict(self) -> Obj:
-        return {**self.ref.to_dict(), "action": self.verb, "notes": self.notes,
-                "changes": [{"path": c.path, "old": c.old, "new": c.new, "reason": c.reason} for c in self.changes]}
-
 
 @dataclass
 class Plan:
@@ -645,23 +641,28 @@ def _repoint_owners(connection: Connection, plan: Plan, live: dict[Ref, Obj], re
                 return found["metadata"].get("uid")
         return None
 
-    candidates = [a.ref for a in plan.actions if a.verb in (*WRITES, KEEP) and a.ref in live]
-    patches = [(ref, owner_patch(live[ref], owner_uid)) for ref in candidates]
-
-    def send(item: tuple[Ref, Obj]) -> tuple[Ref, str | None]:
-        ref, patch = item
-        try:
-            connection.request("PATCH", _path(live[ref], ref.name), body=patch,
-                               content_type="application/merge-patch+json")
-            return ref, None
-        except KubeError as error:
-            return ref, str(error)
-
-    for ref, error in pool.map(send, [(r, p) for r, p in patches if p is not None]):
+    candidates = [live[a.ref] for a in plan.actions if a.verb in (*WRITES, KEEP) and a.ref in live]
+    patches = [(obj, patch) for obj in candidates for patch in [owner_patch(obj, owner_uid)] if patch]
+    for ref, error in _send_owner_patches(connection, pool, patches):
         if error:
             result.failed[ref] = f"could not re-point its ownerReferences: {error}"
         else:
             result.owners_repointed.append(ref)
+
+
+def _send_owner_patches(connection: Connection, pool: ThreadPoolExecutor, patches: list[tuple[Obj, Obj]]
+                        ) -> Iterable[tuple[Ref, str | None]]:
+    """One merge patch per object (CRDs refuse strategic-merge patches); each with its error, if any."""
+    def send(item: tuple[Obj, Obj]) -> tuple[Ref, str | None]:
+        obj, patch = item
+        try:
+            connection.request("PATCH", _path(obj, obj["metadata"]["name"]), body=patch,
+                               content_type="application/merge-patch+json")
+            return ref_of(obj), None
+        except KubeError as error:
+            return ref_of(obj), str(error)
+
+    return pool.map(send, patches)
 
 
 def objects_to_print(plan: Plan) -> list[Obj]:
@@ -778,19 +779,12 @@ def adopt(connection: Connection, source: ClusterSource, namespace: str | None, 
     patches = []
     for obj in candidates:
         patch = owner_patch(obj, owner_uid)
-        (patches.append((obj, patch)) if patch else outcome.waiting.append(ref_of(obj)))
-
-    def send(item: tuple[Obj, Obj]) -> tuple[Ref, str | None]:
-        obj, patch = item
-        try:
-            connection.request("PATCH", _path(obj, obj["metadata"]["name"]), body=patch,
-                               content_type="application/merge-patch+json")
-            return ref_of(obj), None
-        except KubeError as error:
-            return ref_of(obj), str(error)
-
+        if patch:
+            patches.append((obj, patch))
+        else:
+            outcome.waiting.append(ref_of(obj))
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="adopt") as pool:
-        for ref, error in pool.map(send, patches):
+        for ref, error in _send_owner_patches(connection, pool, patches):
             if error:
                 outcome.failed[ref] = error
             else:
