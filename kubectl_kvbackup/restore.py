@@ -97,6 +97,7 @@ class TargetState:
     objects: dict[Ref, Obj] = field(default_factory=dict)
     namespaces: set[str] = field(default_factory=set)
     identities: rules.IdentitiesInUse = field(default_factory=rules.IdentitiesInUse)
+    unserved: set[Kind] = field(default_factory=set)  # kinds the cluster has no API for
 
 
 @dataclass
@@ -358,6 +359,12 @@ def plan_restore(objects: dict[Ref, Obj], index: Obj, options: RestoreOptions, t
                 for r in [Ref(n["group"], n["kind"], n["namespace"], n["name"])] if r in selected or roots is None]
     ordered = [actions[r] for r in refs] + volumes.extra + excluded
     _resolve_existing(ordered, target, options.existing)
+    unserved = sorted({a.ref.kind_info.resource for a in ordered if a.verb in WRITES
+                       and a.ref.kind_info in target.unserved})
+    if unserved:
+        raise PlanError(f"error: the cluster does not serve {', '.join(unserved)}: install the operator that "
+                        "provides them (KubeVirt, CDI, the CSI snapshot CRDs, Multus), or leave those objects out; "
+                        "nothing was created")
     missing_ns = sorted({a.ref.namespace for a in ordered if a.verb in WRITES and a.ref.namespace}
                         - target.namespaces)
     workloads = {target_ref(root, mapping): {target_ref(r, mapping) for r in closure([root], index.get("edges") or [])
@@ -493,6 +500,7 @@ def read_target(source: ClusterSource, scope: dict[Kind, set[str]]) -> TargetSta
     """One LIST per kind and namespace (cluster-wide once for VMs, VMIs and cluster-scoped kinds)."""
     state = TargetState()
     state.namespaces = {o["metadata"]["name"] for o in source.list(kinds.NAMESPACE, "")}
+    state.unserved = {kind for kind in scope if source.served(kind) is None}
     for kind, namespaces in scope.items():
         listed = source.list_all(kind) if "" in namespaces or not kind.namespaced else \
             [o for ns in sorted(namespaces) if ns in state.namespaces for o in source.list(kind, ns)]

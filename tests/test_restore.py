@@ -514,3 +514,15 @@ def test_adopt_repoints_set_aside_owners_once_they_exist(capsys, cluster):
                                                   "name": "late", "uid": vm["metadata"]["uid"], "controller": True}]
     assert annotations(dv) == {"keep": "me"}
     assert [r.method for r in fake.requests].count("PATCH") == 1
+
+
+def test_a_cluster_without_the_snapshot_api_is_refused_before_anything_is_created(capsys, cluster, bundle, key_file):
+    fake, kubeconfig = cluster
+    fake.remove_group("snapshot.storage.k8s.io")
+    code, _, err = restore(capsys, kubeconfig, bundle, "-n", "copy", "--encrypt-key-file", key_file)
+    assert code == 1 and "does not serve volumesnapshotcontents.snapshot.storage.k8s.io" in err
+    assert "nothing was created" in err and fake.get_object("", "Namespace", None, "copy") is None
+    code, out, err = restore(capsys, kubeconfig, bundle, "-n", "copy", "--encrypt-key-file", key_file,
+                             "--volumes=reimport", "--dry-run", "-o", "name")
+    assert code == 0, err
+    assert "virtualmachine.kubevirt.io/fedora" in out.splitlines()

@@ -13,6 +13,7 @@ from ..crypto import KEY_ENVIRONMENT, load_key
 from ..restore import (EXISTING_MODES, FIRMWARE_POLICIES, MAC_POLICIES, RUN_STRATEGIES, VOLUME_MODES, IdentityChoice,
                        Plan, PlanError, RestoreOptions, adopt, apply_plan, objects_to_print, parse_namespace_mapping,
                        parse_roots, plan_restore, plan_rows, read_target, restore_name_from, target_scope, wait_until_ready)
+from ..refs import ref_of
 from ..sources import ClusterSource
 from .common import UsageError, add_connection_flags, connection_options, parse_duration, parse_targets, warn
 from .export import BACKUP_NAME, progress_printer
@@ -185,7 +186,7 @@ def run_adopt(args: argparse.Namespace) -> int:
 def print_plan(plan: Plan, output: str | None) -> int:
     if output == "name":
         for obj in objects_to_print(plan):
-            print(f"{obj['kind'].lower()}/{obj['metadata']['name']}")
+            print(ref_of(obj).display_name())
     elif output:
         print_data({"apiVersion": "v1", "kind": "List", "items": objects_to_print(plan)}, output, sys.stdout)
     else:
