@@ -14,7 +14,9 @@ import yaml
 from kubectl_kvbackup import crypto, rules
 from kubectl_kvbackup.bundle import INDEX
 from kubectl_kvbackup.cli.main import main
-from kubectl_kvbackup.restore import IdentityChoice, not_ready, reserve_identities, restore_context
+from kubectl_kvbackup.refs import Ref
+from kubectl_kvbackup.restore import (IdentityChoice, RestoreOptions, TargetState, map_namespaces, not_ready, plan_restore,
+                                      reserve_identities, restore_context)
 
 from .helpers import example_objects, obj
 
@@ -526,3 +528,53 @@ def test_a_cluster_without_the_snapshot_api_is_refused_before_anything_is_create
                              "--volumes=reimport", "--dry-run", "-o", "name")
     assert code == 0, err
     assert "virtualmachine.kubevirt.io/fedora" in out.splitlines()
+
+
+def test_namespace_mapping_moves_references_that_follow_and_writes_in_dependency_order(capsys, cluster, bundle,
+                                                                                          key_file):
+    fake, kubeconfig = cluster
+    fake.reset_requests()
+    code, _, err = restore(capsys, kubeconfig, bundle, "--namespace-mapping", "demo=copy,net-system=net-copy",
+                           "--encrypt-key-file", key_file)
+    assert code == 0, err
+    vm = fake.get_object(*VM, "copy", "fedora")
+    assert vm["spec"]["template"]["spec"]["networks"][1]["multus"]["networkName"] == "net-copy/vlan10"
+    assert fake.get_object("k8s.cni.cncf.io", "NetworkAttachmentDefinition", "net-copy", "vlan10") is not None
+    created = [r.path.rsplit("/", 1)[-1] for r in fake.requests if r.method == "POST"]
+    order = ["namespaces", "secrets", "configmaps", "network-attachment-definitions", "controllerrevisions",
+             "volumesnapshotcontents", "volumesnapshots", "persistentvolumeclaims", "datavolumes", "virtualmachines"]
+    firsts = [created.index(plural) for plural in order]
+    lasts = [len(created) - 1 - created[::-1].index(plural) for plural in order]
+    assert all(last < first for last, first in zip(lasts, firsts[1:])), created
+
+
+def test_owners_outside_the_restore_are_dropped_and_those_inside_set_aside():
+    vm_ref = Ref("kubevirt.io", "VirtualMachine", "demo", "fedora")
+    owner = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "uid": "old", "controller": True}
+    objects = {
+        vm_ref: obj("kubevirt.io/v1", "VirtualMachine", "fedora", spec={}),
+        Ref("", "Secret", "demo", "mine"): obj("v1", "Secret", "mine", metadata={
+            "ownerReferences": [{**owner, "name": "fedora"}]}),
+        Ref("", "ConfigMap", "demo", "theirs"): obj("v1", "ConfigMap", "theirs", metadata={
+            "ownerReferences": [{**owner, "name": "not-in-the-bundle"}]}),
+    }
+    index = {"roots": [vm_ref.to_dict()], "edges": [], "nodes": [], "snapshots": []}
+    plan = plan_restore(objects, index, RestoreOptions(name="r", volumes="reimport",
+                                                       namespace_mapping={"demo": "copy"}), TargetState())
+    bodies = {a.ref.kind: a.body for a in plan.actions}
+    assert json.loads(annotations(bodies["Secret"])[rules.OWNER_REFERENCES_ANNOTATION]) == [{**owner, "name": "fedora"}]
+    assert "ownerReferences" not in bodies["Secret"]["metadata"]
+    assert rules.OWNER_REFERENCES_ANNOTATION not in annotations(bodies["ConfigMap"])
+    assert "ownerReferences" not in bodies["ConfigMap"]["metadata"]
+    assert plan.namespaces == ["copy"] and bodies["ConfigMap"]["metadata"]["namespace"] == "copy"
+
+
+def test_data_volume_sources_follow_a_mapped_namespace_only():
+    dv = obj("cdi.kubevirt.io/v1beta1", "DataVolume", "d", spec={
+        "sourceRef": {"kind": "DataSource", "name": "fedora", "namespace": "os-images"},
+        "source": {"pvc": {"namespace": "demo", "name": "golden"}}})
+    moved = map_namespaces(dv, {"demo": "copy"})
+    assert moved["metadata"]["namespace"] == "copy"
+    assert moved["spec"]["sourceRef"]["namespace"] == "os-images"
+    assert moved["spec"]["source"]["pvc"]["namespace"] == "copy"
+    assert dv["spec"]["source"]["pvc"]["namespace"] == "demo"
