@@ -322,38 +322,8 @@ def plan_restore(objects: dict[Ref, Obj], index: Obj, options: RestoreOptions, t
         return with_data.get(Ref.of(kinds.PVC, namespace, name))
 
     for ref in sorted((r for r in refs if r not in actions), key=lambda r: _STEP_OF.get((r.group, r.kind), 99)):
-        original = objects[ref]
-        shared = is_shared(ref, workload_namespaces)
-        target_at = target_ref(ref, mapping)
-        if _is(ref, kinds.PVC) and options.volumes == "existing":
-            # the claim is another tool's: only what tells CDI it holds the data is added
-            annotation = rules.POPULATED_FOR_ANNOTATION
-            patch = {"metadata": {"annotations": {annotation: volumes.pvc_bodies[ref]["metadata"]["annotations"][
-                annotation]}, "labels": {rules.RESTORE_LABEL: options.name}}}
-            actions[ref] = Action(target_at, ANNOTATE, patch, [f"{annotation} added in place"], source=ref)
-            continue
-        if _is(ref, kinds.PVC):
-            body = volumes.pvc_bodies[ref]
-        else:
-            dv_without_data = _is(ref, kinds.DATA_VOLUME) and (
-                options.volumes == "reimport" or planned_pvc(*target_ref(ref, mapping)[2:]) is None)
-            # a DataVolume whose disk does not come back is restored as if its import never ran: CDI runs it again
-            exported, _ = rules.export_object(_without_status(original) if dv_without_data else original, lookup)
-            body = apply_ready(map_namespaces(exported, mapping), options.name)
-        body, owners = _owners_in_restore(body, restored)
-        result = rules.restore_object(body, restore_context(options.identity, in_use, planned_pvc))
-        body = _set_owners_aside(result.object, owners)
-        if options.run_strategy and is_kind(body, kinds.VM):
-            body = with_run_strategy(body, options.run_strategy)
-        if is_kind(body, kinds.VM) or is_kind(body, kinds.VMI):
-            reserve_identities(in_use, body)
-        action = Action(target_at, CREATE_IF_ABSENT if shared else CREATE, body, list(volumes.notes.get(ref, [])), list(result.changes), ref)
-        if _is(ref, kinds.DATA_VOLUME) and dv_without_data:
-            action.notes.append("its disk is not restored: CDI imports or clones it again from its source")
-        if owners:
-            action.notes.append("ownerReferences re-pointed once " + ", ".join(
-                f"{o.get('kind')} {o.get('name')}" for o in owners) + " exist")
-        actions[ref] = action
+        actions[ref] = _plan_object(ref, objects, options, volumes, planned_pvc, restored, in_use,
+                                    is_shared(ref, workload_namespaces))
     excluded = [Action(target_ref(r, mapping), SKIP, notes=[n.get("reason") or "left out at export"], source=r)
                 for n in index.get("nodes") or [] if n.get("excluded")
                 for r in [Ref(n["group"], n["kind"], n["namespace"], n["name"])] if r in selected or roots is None]
@@ -370,6 +340,43 @@ def plan_restore(objects: dict[Ref, Obj], index: Obj, options: RestoreOptions, t
     workloads = {target_ref(root, mapping): {target_ref(r, mapping) for r in closure([root], index.get("edges") or [])
                                              if r in objects} for root in chosen_roots if root in objects}
     return Plan(options.name, missing_ns, ordered, workloads)
+
+
+def _plan_object(ref: Ref, objects: dict[Ref, Obj], options: RestoreOptions, volumes: _Volumes,
+                 planned_pvc: Callable[[str, str], Obj | None], restored: set[Ref], in_use: rules.IdentitiesInUse,
+                 shared: bool) -> Action:
+    """One object to restore: the export-time rules, apply-ready sanitizing and the restore-time rules, in that
+    order, as the bundle's ``resources/`` and the webhook would have them."""
+    target_at = target_ref(ref, options.namespace_mapping)
+    if _is(ref, kinds.PVC) and options.volumes == "existing":
+        # the claim is another tool's: only what tells CDI it holds the data is added
+        annotation = rules.POPULATED_FOR_ANNOTATION
+        value = volumes.pvc_bodies[ref]["metadata"]["annotations"][annotation]
+        patch = {"metadata": {"annotations": {annotation: value}, "labels": {rules.RESTORE_LABEL: options.name}}}
+        return Action(target_at, ANNOTATE, patch, [f"{annotation} added in place"], source=ref)
+    dv_without_data = _is(ref, kinds.DATA_VOLUME) and (
+        options.volumes == "reimport" or planned_pvc(target_at.namespace, target_at.name) is None)
+    if _is(ref, kinds.PVC):
+        body = volumes.pvc_bodies[ref]
+    else:
+        # a DataVolume whose disk does not come back is restored as if its import never ran: CDI runs it again
+        original = _without_status(objects[ref]) if dv_without_data else objects[ref]
+        exported, _ = rules.export_object(original, objects.get)
+        body = apply_ready(map_namespaces(exported, options.namespace_mapping), options.name)
+    body, owners = _owners_in_restore(body, restored)
+    result = rules.restore_object(body, restore_context(options.identity, in_use, planned_pvc))
+    body = _set_owners_aside(result.object, owners)
+    if options.run_strategy and is_kind(body, kinds.VM):
+        body = with_run_strategy(body, options.run_strategy)
+    if is_kind(body, kinds.VM) or is_kind(body, kinds.VMI):
+        reserve_identities(in_use, body)
+    notes = list(volumes.notes.get(ref, []))
+    if dv_without_data:
+        notes.append("its disk is not restored: CDI imports or clones it again from its source")
+    if owners:
+        notes.append("ownerReferences re-pointed once " + ", ".join(f"{o.get('kind')} {o.get('name')}"
+                                                                    for o in owners) + " exist")
+    return Action(target_at, CREATE_IF_ABSENT if shared else CREATE, body, notes, list(result.changes), ref)
 
 
 def _owners_in_restore(body: Obj, restored: set[Ref]) -> tuple[Obj, list[Obj]]:

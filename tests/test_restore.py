@@ -15,8 +15,8 @@ from kubectl_kvbackup import crypto, rules
 from kubectl_kvbackup.bundle import INDEX
 from kubectl_kvbackup.cli.main import main
 from kubectl_kvbackup.refs import Ref
-from kubectl_kvbackup.restore import (IdentityChoice, RestoreOptions, TargetState, map_namespaces, not_ready, plan_restore,
-                                      reserve_identities, restore_context)
+from kubectl_kvbackup.restore import (IdentityChoice, RestoreOptions, TargetState, map_namespaces, not_ready,
+                                      plan_restore, reserve_identities, restore_context)
 
 from .helpers import example_objects, obj
 

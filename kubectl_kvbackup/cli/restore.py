@@ -10,10 +10,11 @@ from ..bundle import encrypted_secrets, objects_as_read, open_verified
 from ..clock import now_iso
 from ..cluster import connect
 from ..crypto import KEY_ENVIRONMENT, load_key
+from ..refs import ref_of
 from ..restore import (EXISTING_MODES, FIRMWARE_POLICIES, MAC_POLICIES, RUN_STRATEGIES, VOLUME_MODES, IdentityChoice,
                        Plan, PlanError, RestoreOptions, adopt, apply_plan, objects_to_print, parse_namespace_mapping,
-                       parse_roots, plan_restore, plan_rows, read_target, restore_name_from, target_scope, wait_until_ready)
-from ..refs import ref_of
+                       parse_roots, plan_restore, plan_rows, read_target, restore_name_from, target_scope,
+                       wait_until_ready)
 from ..sources import ClusterSource
 from .common import UsageError, add_connection_flags, connection_options, parse_duration, parse_targets, warn
 from .export import BACKUP_NAME, progress_printer
