@@ -578,3 +578,26 @@ def test_data_volume_sources_follow_a_mapped_namespace_only():
     assert moved["spec"]["sourceRef"]["namespace"] == "os-images"
     assert moved["spec"]["source"]["pvc"]["namespace"] == "copy"
     assert dv["spec"]["source"]["pvc"]["namespace"] == "demo"
+
+
+def test_a_claim_never_populated_is_not_restored_even_with_a_snapshot():
+    dv_owner = {"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "name": "disk", "uid": "old",
+                "controller": True}
+    claim = Ref("", "PersistentVolumeClaim", "demo", "disk")
+    record = {"pvc": claim.to_dict(), "namespace": "demo", "name": "disk-nightly", "snapshotHandle": "h",
+              "driver": "csi.example.com", "volumeSnapshotClassName": None}
+    index = {"roots": [claim.to_dict()], "edges": [], "nodes": [], "snapshots": [record]}
+    options = RestoreOptions(name="r", volumes="snapshots", namespace_mapping={"demo": "copy"})
+
+    def plan_for(pvc_annotations):
+        objects = {claim: obj("v1", "PersistentVolumeClaim", "disk", metadata={
+            "ownerReferences": [dv_owner], "annotations": pvc_annotations}, spec={"volumeName": "pv-1"})}
+        return {a.ref.kind: a for a in plan_restore(objects, index, options, TargetState()).actions}
+
+    never = plan_for({})["PersistentVolumeClaim"]  # WaitForFirstConsumer, a VM never started: blank
+    assert never.verb == "skip" and "CDI populates it again" in never.notes[0]
+    populated = plan_for({rules.POD_PHASE_ANNOTATION: "Succeeded"})
+    body = populated["PersistentVolumeClaim"].body
+    assert annotations(body)[rules.POPULATED_FOR_ANNOTATION] == "disk" and "volumeName" not in body["spec"]
+    assert body["spec"]["dataSource"]["name"] == populated["VolumeSnapshot"].ref.name
+    assert populated["VolumeSnapshotContent"].body["spec"]["source"] == {"snapshotHandle": "h"}
