@@ -302,21 +302,22 @@ def plan_restore(objects: dict[Ref, Obj], index: Obj, options: RestoreOptions, t
     workload_namespaces = frozenset(r.namespace for r in chosen_roots)
 
     actions: dict[Ref, Action] = {}
-    lookup = objects.get
-    decisions = {ref: rules.export_object(objects[ref], lookup)[1] for ref in refs}
+    decisions = {ref: rules.export_object(objects[ref], objects.get)[1] for ref in refs}
     volumes = _plan_volumes([r for r in refs if _is(r, kinds.PVC)], objects, index, options, target, decisions)
+    with_data = {target_ref(r, mapping): volumes.pvc_bodies[r] for r in volumes.with_data}
+    synthesized = {Ref(n["group"], n["kind"], n["namespace"], n["name"]) for n in index.get("nodes") or []
+                   if n.get("synthesized")}
     for ref in refs:
         decision = decisions[ref]
         if _is(ref, kinds.PVC):
-            if ref in volumes.skipped:
-                actions[ref] = Action(target_ref(ref, mapping), SKIP, notes=[volumes.skipped[ref]], source=ref)
-            continue
+            decision = rules.Decision(False, "", volumes.skipped[ref]) if ref in volumes.skipped else rules.RESTORE
+        elif ref in synthesized and target_ref(Ref.of(kinds.PVC, ref.namespace, ref.name), mapping) not in with_data:
+            decision = rules.Decision(False, "", "made at export from its VM's template for a disk that does not "
+                                                 "come back: the VM creates it again and CDI imports the disk")
         if not decision.restore:
             actions[ref] = Action(target_ref(ref, mapping), SKIP, notes=[decision.reason], source=ref)
     restored = {target_ref(r, mapping) for r in refs if r not in actions}
     in_use = copy.deepcopy(target.identities)
-
-    with_data = {target_ref(r, mapping): volumes.pvc_bodies[r] for r in volumes.with_data}
 
     def planned_pvc(namespace: str, name: str) -> Obj | None:
         return with_data.get(Ref.of(kinds.PVC, namespace, name))

@@ -601,3 +601,13 @@ def test_a_claim_never_populated_is_not_restored_even_with_a_snapshot():
     assert annotations(body)[rules.POPULATED_FOR_ANNOTATION] == "disk" and "volumeName" not in body["spec"]
     assert body["spec"]["dataSource"]["name"] == populated["VolumeSnapshot"].ref.name
     assert populated["VolumeSnapshotContent"].body["spec"]["source"] == {"snapshotHandle": "h"}
+
+
+def test_a_data_volume_made_at_export_is_left_to_the_vm_when_its_disk_does_not_come_back():
+    dv_ref = Ref("cdi.kubevirt.io", "DataVolume", "demo", "disk")
+    objects = {dv_ref: obj("cdi.kubevirt.io/v1beta1", "DataVolume", "disk",
+                           metadata={"annotations": {rules.PREPOPULATED_ANNOTATION: "disk"}}, spec={})}
+    index = {"roots": [], "edges": [], "snapshots": [],
+             "nodes": [{**dv_ref.to_dict(), "found": True, "synthesized": True, "file": "resources/x.yaml"}]}
+    action = plan_restore(objects, index, RestoreOptions(name="r", volumes="reimport"), TargetState()).actions[0]
+    assert action.verb == "skip" and "the VM creates it again" in action.notes[0]
