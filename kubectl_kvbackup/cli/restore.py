@@ -8,7 +8,7 @@ from typing import Any
 
 from ..bundle import encrypted_secrets, objects_as_read, open_verified
 from ..clock import now_iso
-from ..cluster import connect
+from ..cluster import KubeError, connect
 from ..crypto import KEY_ENVIRONMENT, load_key
 from ..refs import ref_of
 from ..restore import (EXISTING_MODES, FIRMWARE_POLICIES, MAC_POLICIES, RUN_STRATEGIES, VOLUME_MODES, IdentityChoice,
@@ -28,6 +28,10 @@ EXAMPLES = """examples:
   # the disks were restored by storage replication: use them as they are
   kubectl kvbackup restore prod-backup/ --volumes=existing --existing skip
 """
+
+
+class Interrupted(KubeError):
+    exit_code = 130
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
@@ -152,7 +156,11 @@ def run(args: argparse.Namespace) -> int:
         names = ", ".join(str(a.ref) for a in conflicts[:20]) + (" …" if len(conflicts) > 20 else "")
         raise PlanError(f"error: {len(conflicts)} object(s) already exist: {names}: nothing was created; pass "
                         "--existing skip (keep them) or --existing update (replace them)")
-    result = apply_plan(connection, plan, target, args.parallel, progress, dry_run=args.dry_run == "server")
+    try:
+        result = apply_plan(connection, plan, target, args.parallel, progress, dry_run=args.dry_run == "server")
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: restore {plan.name} stopped part way: re-run with --existing skip --name "
+                          f"{plan.name} to complete it") from None
     if args.output == "json":
         print_data(result.to_dict(), "json", sys.stdout)
     if args.dry_run == "server":
