@@ -25,7 +25,7 @@ from .refs import Ref, ref_of
 from .rules.objects import is_kind, meta_of
 from .rules.export import is_shared, populated_with_evidence
 from .rules.restore import bindable_pvc, pvc_from_snapshot
-from .sources import ClusterSource
+from .sources import ClusterSource, ListForbidden
 
 Obj = dict[str, Any]
 
@@ -95,7 +95,7 @@ class TargetState:
     """What the target cluster holds, read with one LIST per kind (and namespace)."""
 
     objects: dict[Ref, Obj] = field(default_factory=dict)
-    namespaces: set[str] = field(default_factory=set)
+    namespaces: set[str] | None = field(default_factory=set)  # None: the user may not list them
     identities: rules.IdentitiesInUse = field(default_factory=rules.IdentitiesInUse)
     unserved: set[Kind] = field(default_factory=set)  # kinds the cluster has no API for
 
@@ -337,7 +337,7 @@ def plan_restore(objects: dict[Ref, Obj], index: Obj, options: RestoreOptions, t
                         "provides them (KubeVirt, CDI, the CSI snapshot CRDs, Multus), or leave those objects out; "
                         "nothing was created")
     missing_ns = sorted({a.ref.namespace for a in ordered if a.verb in WRITES and a.ref.namespace}
-                        - target.namespaces)
+                        - target.namespaces) if target.namespaces is not None else []
     workloads = {target_ref(root, mapping): {target_ref(r, mapping) for r in closure([root], index.get("edges") or [])
                                              if r in objects} for root in chosen_roots if root in objects}
     return Plan(options.name, missing_ns, ordered, workloads)
@@ -497,29 +497,40 @@ def target_scope(objects: Iterable[Ref], index: Obj, options: RestoreOptions) ->
         namespaces = scope.get(kinds.PVC, set())
         scope[kinds.VOLUME_SNAPSHOT] = set(namespaces)
         scope[kinds.VOLUME_SNAPSHOT_CONTENT] = {""}
-    for kind in (kinds.VM, kinds.VMI):  # identities are checked against the whole cluster
-        scope[kind] = {""}
+    for kind in (kinds.VM, kinds.VMI):  # identities are checked against the whole cluster, unless all are kept
+        scope[kind] = {""} if options.identity != IdentityChoice("keep", "keep") else scope.get(kind, set())
     return scope
 
 
 # --- the cluster side ------------------------------------------------------------------------------------------
 
-def read_target(source: ClusterSource, scope: dict[Kind, set[str]]) -> TargetState:
-    """One LIST per kind and namespace (cluster-wide once for VMs, VMIs and cluster-scoped kinds)."""
+def read_target(source: ClusterSource, scope: dict[Kind, set[str]], wanted: Iterable[Ref]) -> TargetState:
+    """One LIST per kind and namespace (cluster-wide once for VMs, VMIs and cluster-scoped kinds). A kind the user may
+    get but not list (cluster instancetypes, for a namespace admin) is read by name for the ``wanted`` objects; a
+    user who may not list namespaces restores into namespaces that exist: none is created."""
     state = TargetState()
-    state.namespaces = {o["metadata"]["name"] for o in source.list(kinds.NAMESPACE, "")}
+    try:
+        state.namespaces = {o["metadata"]["name"] for o in source.list(kinds.NAMESPACE, "")}
+    except ListForbidden:
+        state.namespaces = None
     state.unserved = {kind for kind in scope if source.served(kind) is None}
+    wanted = list(wanted)
     for kind, namespaces in scope.items():
-        listed = source.list_all(kind) if "" in namespaces or not kind.namespaced else \
-            [o for ns in sorted(namespaces) if ns in state.namespaces for o in source.list(kind, ns)]
+        try:
+            listed = source.list_all(kind) if "" in namespaces or not kind.namespaced else \
+                [o for ns in sorted(namespaces) for o in source.list(kind, ns)]
+        except ListForbidden as error:
+            if kind in (kinds.VM, kinds.VMI):
+                raise KubeError(f"{error}\nMAC addresses and firmware serials are checked against every VM and "
+                                "VMI of the cluster: grant that, or pass --mac-policy keep --firmware-policy keep"
+                                ) from None
+            listed = [o for o in (source.get(r) for r in wanted if _is(r, kind)) if o is not None]
         for obj in listed:
             state.objects[ref_of(obj)] = obj
-    for kind in (kinds.VM, kinds.VMI):
-        for obj in source.list_all(kind):
-            reserve_identities(state.identities, obj)
-            for interface in (obj.get("status") or {}).get("interfaces") or []:
-                if interface.get("mac"):
-                    state.identities.macs.add(rules.normalize_mac(interface["mac"]))
+            if is_kind(obj, kinds.VM) or is_kind(obj, kinds.VMI):
+                reserve_identities(state.identities, obj)
+                state.identities.macs |= {rules.normalize_mac(i["mac"])
+                                          for i in (obj.get("status") or {}).get("interfaces") or [] if i.get("mac")}
     return state
 
 

@@ -611,3 +611,18 @@ def test_a_data_volume_made_at_export_is_left_to_the_vm_when_its_disk_does_not_c
              "nodes": [{**dv_ref.to_dict(), "found": True, "synthesized": True, "file": "resources/x.yaml"}]}
     action = plan_restore(objects, index, RestoreOptions(name="r", volumes="reimport"), TargetState()).actions[0]
     assert action.verb == "skip" and "the VM creates it again" in action.notes[0]
+
+
+def test_a_namespace_admin_restores_into_an_existing_namespace(capsys, cluster, plain_bundle, tmp_path):
+    fake, _ = cluster
+    fake.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}})
+    shared_groups = ["instancetype.kubevirt.io", "k8s.cni.cncf.io", "cdi.kubevirt.io"]
+    fake.allow_only("alice", [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"], "namespaces": ["team"]},
+                              {"verbs": ["get"], "apiGroups": shared_groups, "resources": ["*"]}])
+    kubeconfig = fake.write_kubeconfig(str(tmp_path / "alice"), namespace="team", user="alice")
+    code, _, err = restore(capsys, kubeconfig, plain_bundle, "-n", "team", "--volumes=reimport")
+    assert code == 1 and "checked against every VM and VMI of the cluster" in err
+    code, _, err = restore(capsys, kubeconfig, plain_bundle, "-n", "team", "--volumes=reimport",
+                           "--mac-policy", "keep", "--firmware-policy", "keep")
+    assert code == 0, err
+    assert fake.get_object(*VM, "team", "fedora")["metadata"]["labels"][rules.RESTORE_LABEL]

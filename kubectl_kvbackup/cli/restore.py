@@ -13,7 +13,7 @@ from ..crypto import KEY_ENVIRONMENT, load_key
 from ..refs import ref_of
 from ..restore import (EXISTING_MODES, FIRMWARE_POLICIES, MAC_POLICIES, RUN_STRATEGIES, VOLUME_MODES, IdentityChoice,
                        Plan, PlanError, RestoreOptions, adopt, apply_plan, objects_to_print, parse_namespace_mapping,
-                       parse_roots, plan_restore, plan_rows, read_target, restore_name_from, target_scope,
+                       parse_roots, plan_restore, plan_rows, read_target, restore_name_from, target_ref, target_scope,
                        wait_until_ready)
 from ..sources import ClusterSource
 from .common import UsageError, add_connection_flags, connection_options, parse_duration, parse_targets, warn
@@ -146,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
     objects = objects_as_read(bundle, key)
     connection = connect(connection_options(args))
     source = ClusterSource(connection, warn=warn)
-    target = read_target(source, target_scope(objects, index, options))
+    wanted = [target_ref(ref, options.namespace_mapping) for ref in objects]
+    target = read_target(source, target_scope(objects, index, options), wanted)
     plan = plan_restore(objects, index, options, target, roots)
     progress(f"read the bundle and the cluster ({connection.requests} API requests)")
     if args.dry_run == "client":
