@@ -46,6 +46,7 @@ def sha256(data: bytes) -> str:
 
 
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when PyYAML has it: about 10x faster
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def dump_yaml(obj: Any) -> bytes:
@@ -165,7 +166,7 @@ class Bundle:
                 raise BundleError(f"error: {path} is encrypted: pass --encrypt-key-file or set "
                                   f"{crypto.KEY_ENVIRONMENT} (key id {self.index.get('secrets', {}).get('keyId')})")
             data = crypto.decrypt(key, data, path)
-        return yaml.safe_load(data)
+        return yaml.load(data, Loader=_LOADER)
 
 
 def _safe_member(name: str) -> bool:

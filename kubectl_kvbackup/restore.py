@@ -138,18 +138,23 @@ def parse_namespace_mapping(text: str) -> dict[str, str]:
     return mapping
 
 
-def closure(roots: Iterable[Ref], edges: list[Obj]) -> set[Ref]:
-    """Every node reachable from ``roots`` along the bundle's edges."""
+def following(edges: list[Obj]) -> dict[Ref, list[Ref]]:
+    """The bundle's edges as each node's targets."""
     def ref(d: Obj) -> Ref:
         return Ref(d["group"], d["kind"], d["namespace"], d["name"])
 
-    following: dict[Ref, list[Ref]] = {}
+    targets: dict[Ref, list[Ref]] = {}
     for edge in edges:
-        following.setdefault(ref(edge["from"]), []).append(ref(edge["to"]))
+        targets.setdefault(ref(edge["from"]), []).append(ref(edge["to"]))
+    return targets
+
+
+def closure(roots: Iterable[Ref], targets: dict[Ref, list[Ref]]) -> set[Ref]:
+    """Every node reachable from ``roots``."""
     seen = set(roots)
     queue = deque(seen)
     while queue:
-        for target in following.get(queue.popleft(), []):
+        for target in targets.get(queue.popleft(), []):
             if target not in seen:
                 seen.add(target)
                 queue.append(target)
@@ -297,7 +302,8 @@ def plan_restore(objects: dict[Ref, Obj], index: Obj, options: RestoreOptions, t
     to those roots' graphs."""
     mapping = options.namespace_mapping
     chosen_roots = roots if roots is not None else [Ref(**r) for r in index.get("roots") or []]
-    selected = closure(chosen_roots, index.get("edges") or []) if roots is not None else set(objects)
+    graph = following(index.get("edges") or [])
+    selected = closure(chosen_roots, graph) if roots is not None else set(objects)
     refs = [ref for ref in objects if ref in selected]
     workload_namespaces = frozenset(r.namespace for r in chosen_roots)
 
@@ -338,8 +344,8 @@ def plan_restore(objects: dict[Ref, Obj], index: Obj, options: RestoreOptions, t
                         "nothing was created")
     missing_ns = sorted({a.ref.namespace for a in ordered if a.verb in WRITES and a.ref.namespace}
                         - target.namespaces) if target.namespaces is not None else []
-    workloads = {target_ref(root, mapping): {target_ref(r, mapping) for r in closure([root], index.get("edges") or [])
-                                             if r in objects} for root in chosen_roots if root in objects}
+    workloads = {target_ref(root, mapping): {target_ref(r, mapping) for r in closure([root], graph) if r in objects}
+                 for root in chosen_roots if root in objects}
     return Plan(options.name, missing_ns, ordered, workloads)
 
 
