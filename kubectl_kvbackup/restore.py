@@ -409,6 +409,9 @@ def _set_owners_aside(body: Obj, owners: list[Obj]) -> Obj:
 
 def _plan_volumes(pvcs: list[Ref], objects: dict[Ref, Obj], index: Obj, options: RestoreOptions,
                   target: TargetState, decisions: dict[Ref, rules.Decision]) -> _Volumes:
+    """Where each claim's data comes from under ``--volumes``. A DataVolume's claim comes back only with evidence it
+    held the data (else its DataVolume is created unmarked and CDI fills it again); problems that would make the
+    restore half-work (a claim missing in ``existing`` mode, a snapshot without its handle) stop it before any write."""
     mapping = options.namespace_mapping
     snapshots = {Ref(**s["pvc"]): s for s in index.get("snapshots") or [] if s.get("pvc")}
     result = _Volumes({}, set(), [], {}, {})
