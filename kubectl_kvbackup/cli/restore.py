@@ -128,6 +128,13 @@ def validate(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return restore(args)
+    except KeyboardInterrupt:  # before any write: the writes say themselves how far they got
+        raise Interrupted("interrupted: nothing was restored") from None
+
+
+def restore(args: argparse.Namespace) -> int:
     validate(args)
     roots_asked = parse_targets(args.targets)
     progress = progress_printer(args.quiet)
