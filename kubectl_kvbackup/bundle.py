@@ -49,6 +49,7 @@ def sha256(data: bytes) -> str:
 
 
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when PyYAML has it: about 10x faster
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def dump_yaml(obj: Any) -> bytes:
@@ -168,7 +169,7 @@ class Bundle:
                 raise BundleError(f"error: {path} is encrypted: pass --encrypt-key-file or set "
                                   f"{crypto.KEY_ENVIRONMENT} (key id {self.index.get('secrets', {}).get('keyId')})")
             data = crypto.decrypt(key, data, path)
-        return yaml.safe_load(data)
+        return yaml.load(data, Loader=_LOADER)
 
 
 def _safe_member(name: str) -> bool:
@@ -268,3 +269,20 @@ def open_verified(path: str, key: bytes | None = None) -> Bundle:
         raise BundleError(f"error: {path} failed verification ({len(list(check.problems()))} problems): "
                           f"run kubectl kvbackup verify {path}")
     return bundle
+
+
+def encrypted_secrets(bundle: Bundle) -> bool:
+    """Whether the bundle holds Secrets only its export key can read."""
+    return any(node.get("encrypted") for node in bundle.index.get("nodes") or [])
+
+
+def objects_as_read(bundle: Bundle, key: bytes | None) -> dict[Ref, dict[str, Any]]:
+    """Every object the bundle holds, as it was read from the source (``original/``), decrypted; an object the
+    export made up (a DataVolume synthesized from its VM's template) has only its restore file."""
+    objects = {}
+    for node in bundle.index.get("nodes") or []:
+        path = node.get("original") or node.get("file")
+        if node.get("found") and not node.get("excluded") and path:
+            ref = Ref(node["group"], node["kind"], node["namespace"], node["name"])
+            objects[ref] = bundle.read_object(path, key)
+    return objects

@@ -13,11 +13,11 @@ from .. import __version__
 from ..cluster import KubeError
 from ..freeze import Terminated
 from ..selectors import SelectorError
-from . import bundles, export, freeze, graph, webhook
+from . import bundles, export, freeze, graph, restore, webhook
 from .completion import complete
 
 INTERRUPTED = "no bundle was written; guests this command froze were thawed unless an error above says otherwise"
-SUBCOMMANDS = (graph, export, bundles, freeze, webhook)
+SUBCOMMANDS = (graph, export, bundles, freeze, restore, webhook)
 
 
 class _Parser(argparse.ArgumentParser):
