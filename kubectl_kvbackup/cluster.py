@@ -1,7 +1,9 @@
 """The only place that talks to a Kubernetes API server: kubeconfig handling, raw requests, kubectl-style errors.
 
 Requests go through the official client's ``ApiClient`` (its auth, TLS and proxy handling) but with plain JSON
-paths, so custom resources of whatever version the cluster serves need no generated models.
+paths, so custom resources of whatever version the cluster serves need no generated models. The client takes a
+quarter of a second to import, so it is imported by ``connect`` only: ``--help``, completion and offline commands
+never pay for it.
 """
 
 from __future__ import annotations
@@ -9,19 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Iterator
-from urllib.parse import quote
-
-import urllib3
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
-from kubernetes.config.config_exception import ConfigException
-import yaml
+from typing import TYPE_CHECKING, Any, Iterator
+from urllib.parse import quote, urlsplit
 
 from .kinds import Kind
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 LIST_PAGE_SIZE = 500  # kubectl's own chunk size
 log = logging.getLogger("kubectl_kvbackup.api")
@@ -67,10 +67,15 @@ def _absolute_paths(entry: dict[str, Any], folder: str) -> dict[str, Any]:
 
 def merge_kubeconfigs(paths: list[str]) -> dict[str, Any]:
     """Merge kubeconfig files as kubectl does: the first file to set a value or a named entry wins."""
+    import yaml
+
     merged: dict[str, Any] = {"clusters": [], "users": [], "contexts": []}
     for path in paths:
-        with open(path, encoding="utf-8") as f:
-            config = yaml.safe_load(f) or {}
+        try:
+            with open(path, encoding="utf-8") as f:
+                config = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise KubeError(f"error: invalid kubeconfig {path}: {error}") from None
         if not isinstance(config, dict):
             raise KubeError(f"error: invalid kubeconfig {path}: not a mapping")
         folder = os.path.dirname(os.path.abspath(path))
@@ -97,7 +102,7 @@ def _select_context(config: dict[str, Any], options: ConnectionOptions) -> tuple
 class Connection:
     """An API client with the namespace kubectl would default to, and a count of requests made."""
 
-    api: k8s_client.ApiClient
+    api: ApiClient
     namespace: str
     request_timeout: float | None
     context: str = ""  # the kubeconfig context used; empty in-cluster
@@ -111,6 +116,9 @@ class Connection:
     def request(self, method: str, path: str, query: list[tuple[str, Any]] | None = None,
                 body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
         """One HTTP call; returns the decoded JSON body or raises ApiError/KubeError."""
+        import urllib3
+        from kubernetes.client import ApiException
+
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
@@ -124,11 +132,13 @@ class Connection:
                                          _request_timeout=(self.request_timeout or CONNECT_TIMEOUT,
                                                            self.request_timeout))
             response.read()
-            log.debug("%s %s %s in %.0f ms", method, url, response.status, (time.monotonic() - started) * 1000)
         except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise KubeError(f"Unable to connect to the server {self.server}: {_root_cause(error)}") from None
-        except k8s_client.ApiException as error:
-            raise KubeError(f"Unable to connect to the server {self.server}: {error.reason}") from None
+            cause = connection_failure(error, self.server, self.request_timeout)
+            log.debug("%s %s failed in %.0f ms: %s", method, url, (time.monotonic() - started) * 1000, cause)
+            raise KubeError(f"error: Unable to connect to the server {self.server}: {cause}") from None
+        except ApiException as error:
+            raise KubeError(f"error: Unable to connect to the server {self.server}: {error.reason}") from None
+        log.debug("%s %s %s in %.0f ms", method, url, response.status, (time.monotonic() - started) * 1000)
         text = response.data.decode("utf-8", "replace") if response.data else ""
         try:
             decoded = json.loads(text) if text else {}
@@ -161,22 +171,69 @@ def _reason_for(status: int) -> str:
             500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}.get(status, "")
 
 
-def _root_cause(error: BaseException) -> str:
-    reason = getattr(error, "reason", None)
-    while isinstance(reason, BaseException) and getattr(reason, "reason", None) is not None:
-        reason = reason.reason
-    text = str(reason or error)
-    return text.split(">: ", 1)[-1] if ">: " in text else text
+def _causes(error: BaseException) -> list[BaseException]:
+    """urllib3's wrappers down to the OS or TLS error (MaxRetryError -> NewConnectionError -> ConnectionRefusedError)."""
+    chain = [error]
+    while len(chain) < 10:
+        inner = getattr(chain[-1], "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = chain[-1].__cause__ or chain[-1].__context__
+        if not isinstance(inner, BaseException) or inner in chain:
+            break
+        chain.append(inner)
+    return chain
+
+
+def connection_failure(error: BaseException, server: str, request_timeout: float | None) -> str:
+    """Why a request never got an answer, in the words kubectl (Go's net/http) uses, without Python class names."""
+    import socket
+    import ssl
+
+    parts = urlsplit(server)
+    address = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    chain = _causes(error)
+    cause, text = chain[-1], str(chain[-1])
+    connecting = any(type(e).__name__ in ("ConnectTimeoutError", "NewConnectionError") for e in chain)
+    if isinstance(cause, ConnectionRefusedError) or "Connection refused" in text:
+        return f"dial tcp {address}: connect: connection refused"
+    if isinstance(cause, socket.gaierror) or "Name or service not known" in text or "nodename nor servname" in text:
+        return f"dial tcp: lookup {parts.hostname}: no such host"
+    if isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+        detail = getattr(cause, "verify_message", "") or "certificate signed by unknown authority"
+        return f"tls: failed to verify certificate: x509: {detail}"
+    if isinstance(cause, (TimeoutError, socket.timeout)) or "timed out" in text.lower():
+        if connecting:
+            return f"dial tcp {address}: i/o timeout"
+        limit = f" (--request-timeout {request_timeout:g}s)" if request_timeout else ""
+        return f"net/http: request canceled: the server did not answer in time, timed out{limit}"
+    if isinstance(cause, ConnectionResetError) or "reset by peer" in text:
+        return f"read tcp {address}: connection reset by peer"
+    if "RemoteDisconnected" in repr(cause) or "without response" in text:
+        return "EOF: the server closed the connection without answering"
+    return re.sub(r"^\[Errno -?\d+\] ", "", text.split(">: ", 1)[-1])
+
+
+def configure_logging(verbosity: int) -> None:
+    """-v=6 logs each API request once, as kubectl does: our own line only, not urllib3's or the client's."""
+    if verbosity < 6:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
 
 
 def connect(options: ConnectionOptions) -> Connection:
     """A Connection as kubectl would make it: --kubeconfig, else KUBECONFIG, else ~/.kube/config, else in-cluster."""
-    paths = _kubeconfig_paths(options.kubeconfig)
+    import urllib3
+    from kubernetes import client as k8s_client
+    from kubernetes import config as k8s_config
+    from kubernetes.config.config_exception import ConfigException
+
     configuration = k8s_client.Configuration()
     configuration.retries = False  # one attempt, so --request-timeout bounds the wait
-    existing = [p for p in paths.split(os.pathsep) if p and os.path.exists(os.path.expanduser(p))]
-    if options.kubeconfig and not existing:
-        raise KubeError(f"error: stat {options.kubeconfig}: no such file or directory")
+    existing = _existing_kubeconfigs(options)
     try:
         if not existing and os.environ.get("KUBERNETES_SERVICE_HOST"):
             k8s_config.load_incluster_config(client_configuration=configuration)
@@ -195,9 +252,38 @@ def connect(options: ConnectionOptions) -> Connection:
             k8s_config.load_kube_config_from_dict(merged, context=context_name, client_configuration=configuration,
                                                   persist_config=False)
             namespace = options.namespace or context.get("namespace") or "default"
-    except (ConfigException, ValueError, OSError, yaml.YAMLError) as error:
+    except (ConfigException, ValueError, OSError) as error:
         raise KubeError(f"error: invalid kubeconfig: {error}") from None
+    if not configuration.verify_ssl:
+        # insecure-skip-tls-verify is the user's explicit choice: kubectl says nothing about it, neither do we
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     return Connection(k8s_client.ApiClient(configuration), namespace, options.request_timeout, context_name)
+
+
+def _existing_kubeconfigs(options: ConnectionOptions) -> list[str]:
+    paths = _kubeconfig_paths(options.kubeconfig)
+    existing = [p for p in paths.split(os.pathsep) if p and os.path.exists(os.path.expanduser(p))]
+    if options.kubeconfig and not existing:
+        raise KubeError(f"error: stat {options.kubeconfig}: no such file or directory")
+    return existing
+
+
+def read_kubeconfig(options: ConnectionOptions) -> dict[str, Any]:
+    """The merged kubeconfig kubectl would read (no sections when there is none)."""
+    return merge_kubeconfigs([os.path.expanduser(p) for p in _existing_kubeconfigs(options)])
+
+
+def default_namespace(options: ConnectionOptions) -> str:
+    """The namespace kubectl would use, read from the kubeconfig alone (no client, no server): -n, else the
+    context's namespace, else the service account's in a pod, else ``default``."""
+    if options.namespace:
+        return options.namespace
+    if not _existing_kubeconfigs(options):
+        return _in_cluster_namespace() if os.environ.get("KUBERNETES_SERVICE_HOST") else "default"
+    merged = read_kubeconfig(options)
+    if not options.context and not merged.get("current-context"):
+        return "default"
+    return _select_context(merged, options)[1].get("namespace") or "default"
 
 
 def _in_cluster_namespace() -> str:

@@ -252,7 +252,7 @@ class ClusterSource:
                 if error.status == 404:
                     found = None
                 elif error.status == 403:
-                    raise KubeError(f"{error}\nkvbackup needs permission to list or get {kind.resource}: see README "
+                    raise KubeError(f"{error}; kvbackup needs permission to list or get {kind.resource}: see README "
                                     "(RBAC)") from None
                 else:
                     raise

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from ..graph.walk import Graph, walk
-from ..sources import select_roots
 from .common import add_connection_flags, add_selection_flags, selection_and_source, warn
 from .printers import FORMATS, print_graph
+
+if TYPE_CHECKING:
+    from ..graph.walk import Graph
 
 EXAMPLES = """examples:
   # the objects VM vm1 depends on, as a tree
@@ -37,6 +39,9 @@ def report_missing(graph: Graph) -> None:
 
 
 def build_graph(args: argparse.Namespace) -> Graph:
+    from ..graph.walk import walk
+    from ..sources import select_roots
+
     selection, source = selection_and_source(args)
     roots = select_roots(source, selection)
     if not roots:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
-import yaml
-
-from ..graph.walk import Graph
-from ..refs import Ref
+if TYPE_CHECKING:
+    from ..graph.walk import Graph
+    from ..refs import Ref
 
 FORMATS = ("tree", "json", "yaml", "name", "dot")
 
@@ -83,6 +82,8 @@ def print_data(data: Any, output: str, out: TextIO) -> None:
         json.dump(data, out, indent=2)
         out.write("\n")
     else:
+        import yaml
+
         yaml.safe_dump(data, out, sort_keys=False, default_flow_style=False)
 
 
