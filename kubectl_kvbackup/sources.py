@@ -219,7 +219,7 @@ class ClusterSource:
         except ApiError as error:
             if error.status == 403:
                 self._forbidden[key] = ListForbidden(
-                    f"{error}\nkvbackup needs permission to list {kind.resource}"
+                    f"{error}; kvbackup needs permission to list {kind.resource}"
                     f"{' in namespace ' + namespace if scope else ' at the cluster scope'}: see README (RBAC)")
                 raise self._forbidden[key] from None
             raise
