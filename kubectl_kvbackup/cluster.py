@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 import threading
 from dataclasses import dataclass, field
@@ -136,8 +137,9 @@ class Connection:
             cause = connection_failure(error, self.server, self.request_timeout)
             log.debug("%s %s failed in %.0f ms: %s", method, url, (time.monotonic() - started) * 1000, cause)
             raise KubeError(f"error: Unable to connect to the server {self.server}: {cause}") from None
-        except ApiException as error:
-            raise KubeError(f"error: Unable to connect to the server {self.server}: {error.reason}") from None
+        except ApiException as error:  # the client's wrapping of urllib3's SSLError and ProxyError
+            cause = connection_failure(error, self.server, self.request_timeout)
+            raise KubeError(f"error: Unable to connect to the server {self.server}: {cause}") from None
         log.debug("%s %s %s in %.0f ms", method, url, response.status, (time.monotonic() - started) * 1000)
         text = response.data.decode("utf-8", "replace") if response.data else ""
         try:
@@ -215,13 +217,16 @@ def connection_failure(error: BaseException, server: str, request_timeout: float
 
 def configure_logging(verbosity: int) -> None:
     """-v=6 logs each API request once, as kubectl does: our own line only, not urllib3's or the client's."""
-    if verbosity < 6:
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.DEBUG)
+    log.handlers = [_StderrHandler()] if verbosity >= 6 else []
+    log.setLevel(logging.DEBUG if verbosity >= 6 else logging.WARNING)
     log.propagate = False
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever sys.stderr is at the time (a command may run several times in one process)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(self.format(record) + "\n")
 
 
 def connect(options: ConnectionOptions) -> Connection:
