@@ -105,5 +105,12 @@ def run_inspect(args: argparse.Namespace) -> int:
             print(f"snapshot {snapshot['namespace']}/{snapshot['name']} of PVC {snapshot['pvc']['name']}: "
                   f"{'ready' if snapshot['readyToUse'] else 'not ready'}")
     else:
-        print_graph(graph, args.output, sys.stdout)
+        print_graph(graph, args.output, sys.stdout, lambda ref: not_restored(graph.objects.get(ref)))
     return 0
+
+
+def not_restored(node: dict[str, Any] | None) -> str | None:
+    """The rule that keeps a bundle's object from being restored, as its index records it."""
+    if not node or node.get("restore", True) and not node.get("excluded"):
+        return None
+    return "excluded" if node.get("excluded") else node.get("rule") or "not restored"

@@ -163,7 +163,7 @@ class TargetCompleter(Completer):
         if given and "/" not in given[0]:  # kubectl's other form: TYPE NAME NAME...
             kind = self._kind(given[0])
             return [n for n in names_of(args, kind) if n.startswith(prefix) and n not in given] if kind else []
-        return [t for t in (k.short_names[0] + "/" for k in self.accepted) if t.startswith(prefix)]
+        return sorted(t for t in (k.short_names[0] + "/" for k in self.accepted) if t.startswith(prefix))
 
 
 complete_files = FileCompleter()
