@@ -17,7 +17,7 @@ import time
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from .kinds import Kind
 
@@ -116,29 +116,30 @@ class Connection:
 
     def request(self, method: str, path: str, query: list[tuple[str, Any]] | None = None,
                 body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
-        """One HTTP call; returns the decoded JSON body or raises ApiError/KubeError."""
-        import urllib3
-        from kubernetes.client import ApiException
+        """One HTTP call; returns the decoded JSON body or raises ApiError/KubeError.
 
-        headers = {"Accept": "application/json"}
+        The call goes out through the client's connection pool (its TLS, client certificates and proxy) with the
+        client's authentication headers, but not through its generated request code, whose signatures change
+        between client releases (param_serialize exists from 37 only)."""
+        import urllib3
+
+        headers = {**self.api.default_headers, "Accept": "application/json", **self._auth_headers()}
+        data = None
         if body is not None:
             headers["Content-Type"] = content_type
+            # JSON is YAML too, so apply patches (application/apply-patch+yaml) are sent as JSON like the rest
+            data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        url = self.server + path + (f"?{urlencode(query)}" if query else "")
         with self._lock:
             self.requests += 1
-        method_, url, headers, _, _ = self.api.param_serialize(
-            method, path, query_params=query or [], header_params=headers, auth_settings=["BearerToken"])
         started = time.monotonic()
         try:
-            response = self.api.call_api(method_, url, header_params=headers, body=body,
-                                         _request_timeout=(self.request_timeout or CONNECT_TIMEOUT,
-                                                           self.request_timeout))
-            response.read()
+            response = self.api.rest_client.pool_manager.request(
+                method, url, body=data, headers=headers, retries=False, preload_content=True,
+                timeout=urllib3.Timeout(connect=self.request_timeout or CONNECT_TIMEOUT, read=self.request_timeout))
         except (urllib3.exceptions.HTTPError, OSError) as error:
             cause = connection_failure(error, self.server, self.request_timeout)
             log.debug("%s %s failed in %.0f ms: %s", method, url, (time.monotonic() - started) * 1000, cause)
-            raise KubeError(f"error: Unable to connect to the server {self.server}: {cause}") from None
-        except ApiException as error:  # the client's wrapping of urllib3's SSLError and ProxyError
-            cause = connection_failure(error, self.server, self.request_timeout)
             raise KubeError(f"error: Unable to connect to the server {self.server}: {cause}") from None
         log.debug("%s %s %s in %.0f ms", method, url, response.status, (time.monotonic() - started) * 1000)
         text = response.data.decode("utf-8", "replace") if response.data else ""
@@ -150,6 +151,12 @@ class Connection:
             raise ApiError(response.status, decoded.get("reason") or _reason_for(response.status),
                            decoded.get("message") or f"the server responded with status {response.status}", decoded)
         return decoded
+
+    def _auth_headers(self) -> dict[str, str]:
+        """The bearer token (refreshed by an exec credential plugin when it expires), as the client would send it."""
+        settings = self.api.configuration.auth_settings()
+        return {entry["key"]: entry["value"] for entry in settings.values()
+                if entry.get("in") == "header" and entry.get("value")}
 
     def list_pages(self, path: str, label_selector: str = "") -> Iterator[dict[str, Any]]:
         """Every item of a LIST, fetched in pages of LIST_PAGE_SIZE as kubectl does."""
