@@ -123,6 +123,9 @@ def test_bundles_and_files_are_left_to_the_shell():
     assert kubectl_protocol("inspect", "--encrypt-key-file", "k", "") == (["tar.gz", "tgz"], FILTER_EXT)
     assert kubectl_protocol("graph", "-f", "") == ([], 0)
     assert kubectl_protocol("graph", "--kubeconfig", "") == ([], 0)
+    assert kubectl_protocol("export", "--all", "--to", "") == ([], 0)
+    assert kubectl_protocol("export", "--encrypt-key-file", "") == ([], 0)
+    assert kubectl_protocol("export", "--name", "") == ([], NO_FILE)
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")

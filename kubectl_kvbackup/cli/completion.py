@@ -222,12 +222,18 @@ def _store(values: argparse.Namespace, action: argparse.Action, value: str) -> N
         setattr(values, action.dest, value)
 
 
+#: a value named so is a path: the shell completes it (verbs need not attach a completer to every path flag)
+PATH_METAVARS = ("PATH", "FILE", "DIR", "BUNDLE")
+
+
 def _values_of(action: argparse.Action, prefix: str, values: argparse.Namespace) -> tuple[list[str], int]:
     completer = getattr(action, "completer", None)
     if isinstance(completer, Completer):
         return completer.cobra(prefix, values)
     if action.choices:
         return sorted(str(c) for c in action.choices if str(c).startswith(prefix)), NO_FILE_COMPLETION
+    if action.metavar in PATH_METAVARS:
+        return complete_files.cobra(prefix, values)
     return [], NO_FILE_COMPLETION  # a free value (a name, a duration): nothing to offer
 
 
@@ -266,6 +272,7 @@ def argcomplete_hook(parser: argparse.ArgumentParser) -> None:
     """Answer argcomplete's environment protocol (``_ARGCOMPLETE``, ``COMP_LINE``, ``COMP_POINT``) and exit."""
     import argcomplete
 
+    # a value without a completer of its own (a path, a name) falls back to file names, as in any shell
     argcomplete.autocomplete(parser, always_complete_options=False, default_completer=complete_files)
 
 
