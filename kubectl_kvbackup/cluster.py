@@ -213,8 +213,8 @@ def connection_failure(error: BaseException, server: str, request_timeout: float
     if isinstance(cause, (TimeoutError, socket.timeout)) or "timed out" in text.lower():
         if connecting:
             return f"dial tcp {address}: i/o timeout"
-        limit = f" (--request-timeout {request_timeout:g}s)" if request_timeout else ""
-        return f"net/http: request canceled: the server did not answer in time, timed out{limit}"
+        limit = f" after --request-timeout {request_timeout:g}s" if request_timeout else ""
+        return f"net/http: request canceled (Client.Timeout exceeded while awaiting headers): timed out{limit}"
     if isinstance(cause, ConnectionResetError) or "reset by peer" in text:
         return f"read tcp {address}: connection reset by peer"
     if "RemoteDisconnected" in repr(cause) or "without response" in text:
