@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _one_error_line(error: Exception) -> str:
     """``error: ...``; the API server's refusals keep kubectl's own ``Error from server (Reason): ...`` form."""
-    text = str(error)
+    text = "; ".join(line for line in str(error).splitlines() if line.strip())
     return text if text.startswith(("error: ", "Error from server")) else f"error: {text}"
 
 
