@@ -16,7 +16,6 @@ import argparse
 import gzip
 import hashlib
 import io
-import os
 import re
 import sys
 import tarfile
