@@ -266,7 +266,8 @@ def open_verified(path: str, key: bytes | None = None) -> Bundle:
     bundle = read_bundle(path)
     check = verify(bundle, key)
     if not check.ok:
-        raise BundleError(f"error: {path} failed verification ({len(list(check.problems()))} problems): "
+        count = len(list(check.problems()))
+        raise BundleError(f"error: {path} failed verification ({count} problem{'' if count == 1 else 's'}): "
                           f"run kubectl kvbackup verify {path}")
     return bundle
 

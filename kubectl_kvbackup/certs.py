@@ -9,12 +9,11 @@ from __future__ import annotations
 import datetime
 import ipaddress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+if TYPE_CHECKING:  # imported where used: rendering and installing only, never --help or completion
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 CA_DAYS = 3650
 SERVING_DAYS = 365
@@ -35,10 +34,15 @@ def service_dns_names(service: str, namespace: str) -> list[str]:
 
 
 def _name(common_name: str) -> x509.Name:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
@@ -50,6 +54,11 @@ def issue(dns_names: list[str], ip_addresses: tuple[str, ...] = (), now: datetim
     P-256 keys: as strong as RSA-3072 for this use and much faster at the handshakes every admission call makes.
     The CA's key is not returned: nothing needs it after signing, so it is never stored.
     """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
     now = now or datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name(f"kvbackup-webhook-ca-{now:%Y%m%d%H%M%S}")
@@ -82,6 +91,9 @@ def issue(dns_names: list[str], ip_addresses: tuple[str, ...] = (), now: datetim
 def still_good(ca_pem: bytes, cert_pem: bytes, dns_names: list[str], now: datetime.datetime | None = None) -> bool:
     """Whether a certificate found in the cluster can be kept: signed by ``ca_pem``, names all of ``dns_names``,
     and valid for longer than RENEW_BEFORE."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+
     now = now or datetime.datetime.now(datetime.timezone.utc)
     try:
         ca = x509.load_pem_x509_certificate(ca_pem)

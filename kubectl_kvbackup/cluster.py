@@ -1,7 +1,9 @@
 """The only place that talks to a Kubernetes API server: kubeconfig handling, raw requests, kubectl-style errors.
 
 Requests go through the official client's ``ApiClient`` (its auth, TLS and proxy handling) but with plain JSON
-paths, so custom resources of whatever version the cluster serves need no generated models.
+paths, so custom resources of whatever version the cluster serves need no generated models. The client takes a
+quarter of a second to import, so it is imported by ``connect`` only: ``--help``, completion and offline commands
+never pay for it.
 """
 
 from __future__ import annotations
@@ -9,19 +11,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import sys
 import time
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Iterator
-from urllib.parse import quote
-
-import urllib3
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
-from kubernetes.config.config_exception import ConfigException
-import yaml
+from typing import TYPE_CHECKING, Any, Iterator
+from urllib.parse import quote, urlencode, urlsplit
 
 from .kinds import Kind
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 LIST_PAGE_SIZE = 500  # kubectl's own chunk size
 log = logging.getLogger("kubectl_kvbackup.api")
@@ -67,10 +68,15 @@ def _absolute_paths(entry: dict[str, Any], folder: str) -> dict[str, Any]:
 
 def merge_kubeconfigs(paths: list[str]) -> dict[str, Any]:
     """Merge kubeconfig files as kubectl does: the first file to set a value or a named entry wins."""
+    import yaml
+
     merged: dict[str, Any] = {"clusters": [], "users": [], "contexts": []}
     for path in paths:
-        with open(path, encoding="utf-8") as f:
-            config = yaml.safe_load(f) or {}
+        try:
+            with open(path, encoding="utf-8") as f:
+                config = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise KubeError(f"error: invalid kubeconfig {path}: {error}") from None
         if not isinstance(config, dict):
             raise KubeError(f"error: invalid kubeconfig {path}: not a mapping")
         folder = os.path.dirname(os.path.abspath(path))
@@ -97,7 +103,7 @@ def _select_context(config: dict[str, Any], options: ConnectionOptions) -> tuple
 class Connection:
     """An API client with the namespace kubectl would default to, and a count of requests made."""
 
-    api: k8s_client.ApiClient
+    api: ApiClient
     namespace: str
     request_timeout: float | None
     context: str = ""  # the kubeconfig context used; empty in-cluster
@@ -110,25 +116,32 @@ class Connection:
 
     def request(self, method: str, path: str, query: list[tuple[str, Any]] | None = None,
                 body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
-        """One HTTP call; returns the decoded JSON body or raises ApiError/KubeError."""
-        headers = {"Accept": "application/json"}
+        """One HTTP call; returns the decoded JSON body or raises ApiError/KubeError.
+
+        The call goes out through the client's connection pool (its TLS, client certificates and proxy) with the
+        client's authentication headers, but not through its generated request code, whose signatures change
+        between client releases (param_serialize exists from 37 only)."""
+        import urllib3
+
+        headers = {**self.api.default_headers, "Accept": "application/json", **self._auth_headers()}
+        data = None
         if body is not None:
             headers["Content-Type"] = content_type
+            # JSON is YAML too, so apply patches (application/apply-patch+yaml) are sent as JSON like the rest
+            data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        url = self.server + path + (f"?{urlencode(query)}" if query else "")
         with self._lock:
             self.requests += 1
-        method_, url, headers, _, _ = self.api.param_serialize(
-            method, path, query_params=query or [], header_params=headers, auth_settings=["BearerToken"])
         started = time.monotonic()
         try:
-            response = self.api.call_api(method_, url, header_params=headers, body=body,
-                                         _request_timeout=(self.request_timeout or CONNECT_TIMEOUT,
-                                                           self.request_timeout))
-            response.read()
-            log.debug("%s %s %s in %.0f ms", method, url, response.status, (time.monotonic() - started) * 1000)
+            response = self.api.rest_client.pool_manager.request(
+                method, url, body=data, headers=headers, retries=False, preload_content=True,
+                timeout=urllib3.Timeout(connect=self.request_timeout or CONNECT_TIMEOUT, read=self.request_timeout))
         except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise KubeError(f"Unable to connect to the server {self.server}: {_root_cause(error)}") from None
-        except k8s_client.ApiException as error:
-            raise KubeError(f"Unable to connect to the server {self.server}: {error.reason}") from None
+            cause = connection_failure(error, self.server, self.request_timeout)
+            log.debug("%s %s failed in %.0f ms: %s", method, url, (time.monotonic() - started) * 1000, cause)
+            raise KubeError(f"error: Unable to connect to the server {self.server}: {cause}") from None
+        log.debug("%s %s %s in %.0f ms", method, url, response.status, (time.monotonic() - started) * 1000)
         text = response.data.decode("utf-8", "replace") if response.data else ""
         try:
             decoded = json.loads(text) if text else {}
@@ -138,6 +151,12 @@ class Connection:
             raise ApiError(response.status, decoded.get("reason") or _reason_for(response.status),
                            decoded.get("message") or f"the server responded with status {response.status}", decoded)
         return decoded
+
+    def _auth_headers(self) -> dict[str, str]:
+        """The bearer token (refreshed by an exec credential plugin when it expires), as the client would send it."""
+        settings = self.api.configuration.auth_settings()
+        return {entry["key"]: entry["value"] for entry in settings.values()
+                if entry.get("in") == "header" and entry.get("value")}
 
     def list_pages(self, path: str, label_selector: str = "") -> Iterator[dict[str, Any]]:
         """Every item of a LIST, fetched in pages of LIST_PAGE_SIZE as kubectl does.
@@ -179,22 +198,72 @@ def _reason_for(status: int) -> str:
             500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}.get(status, "")
 
 
-def _root_cause(error: BaseException) -> str:
-    reason = getattr(error, "reason", None)
-    while isinstance(reason, BaseException) and getattr(reason, "reason", None) is not None:
-        reason = reason.reason
-    text = str(reason or error)
-    return text.split(">: ", 1)[-1] if ">: " in text else text
+def _causes(error: BaseException) -> list[BaseException]:
+    """urllib3's wrappers down to the OS or TLS error (MaxRetryError -> NewConnectionError -> ConnectionRefusedError)."""
+    chain = [error]
+    while len(chain) < 10:
+        inner = getattr(chain[-1], "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = chain[-1].__cause__ or chain[-1].__context__
+        if not isinstance(inner, BaseException) or inner in chain:
+            break
+        chain.append(inner)
+    return chain
+
+
+def connection_failure(error: BaseException, server: str, request_timeout: float | None) -> str:
+    """Why a request never got an answer, in the words kubectl (Go's net/http) uses, without Python class names."""
+    import socket
+    import ssl
+
+    parts = urlsplit(server)
+    address = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    chain = _causes(error)
+    cause, text = chain[-1], str(chain[-1])
+    connecting = any(type(e).__name__ in ("ConnectTimeoutError", "NewConnectionError") for e in chain)
+    if isinstance(cause, ConnectionRefusedError) or "Connection refused" in text:
+        return f"dial tcp {address}: connect: connection refused"
+    if isinstance(cause, socket.gaierror) or "Name or service not known" in text or "nodename nor servname" in text:
+        return f"dial tcp: lookup {parts.hostname}: no such host"
+    if isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+        detail = getattr(cause, "verify_message", "") or "certificate signed by unknown authority"
+        return f"tls: failed to verify certificate: x509: {detail}"
+    if isinstance(cause, (TimeoutError, socket.timeout)) or "timed out" in text.lower():
+        if connecting:
+            return f"dial tcp {address}: i/o timeout"
+        limit = f" after --request-timeout {request_timeout:g}s" if request_timeout else ""
+        return f"net/http: request canceled (Client.Timeout exceeded while awaiting headers): timed out{limit}"
+    if isinstance(cause, ConnectionResetError) or "reset by peer" in text:
+        return f"read tcp {address}: connection reset by peer"
+    if "RemoteDisconnected" in repr(cause) or "without response" in text:
+        return "EOF: the server closed the connection without answering"
+    return re.sub(r"^\[Errno -?\d+\] ", "", text.split(">: ", 1)[-1])
+
+
+def configure_logging(verbosity: int) -> None:
+    """-v=6 logs each API request once, as kubectl does: our own line only, not urllib3's or the client's."""
+    log.handlers = [_StderrHandler()] if verbosity >= 6 else []
+    log.setLevel(logging.DEBUG if verbosity >= 6 else logging.WARNING)
+    log.propagate = False
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever sys.stderr is at the time (a command may run several times in one process)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(self.format(record) + "\n")
 
 
 def connect(options: ConnectionOptions) -> Connection:
     """A Connection as kubectl would make it: --kubeconfig, else KUBECONFIG, else ~/.kube/config, else in-cluster."""
-    paths = _kubeconfig_paths(options.kubeconfig)
+    import urllib3
+    from kubernetes import client as k8s_client
+    from kubernetes import config as k8s_config
+    from kubernetes.config.config_exception import ConfigException
+
     configuration = k8s_client.Configuration()
     configuration.retries = False  # one attempt, so --request-timeout bounds the wait
-    existing = [p for p in paths.split(os.pathsep) if p and os.path.exists(os.path.expanduser(p))]
-    if options.kubeconfig and not existing:
-        raise KubeError(f"error: stat {options.kubeconfig}: no such file or directory")
+    existing = _existing_kubeconfigs(options)
     try:
         if not existing and os.environ.get("KUBERNETES_SERVICE_HOST"):
             k8s_config.load_incluster_config(client_configuration=configuration)
@@ -213,9 +282,38 @@ def connect(options: ConnectionOptions) -> Connection:
             k8s_config.load_kube_config_from_dict(merged, context=context_name, client_configuration=configuration,
                                                   persist_config=False)
             namespace = options.namespace or context.get("namespace") or "default"
-    except (ConfigException, ValueError, OSError, yaml.YAMLError) as error:
+    except (ConfigException, ValueError, OSError) as error:
         raise KubeError(f"error: invalid kubeconfig: {error}") from None
+    if not configuration.verify_ssl:
+        # insecure-skip-tls-verify is the user's explicit choice: kubectl says nothing about it, neither do we
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     return Connection(k8s_client.ApiClient(configuration), namespace, options.request_timeout, context_name)
+
+
+def _existing_kubeconfigs(options: ConnectionOptions) -> list[str]:
+    paths = _kubeconfig_paths(options.kubeconfig)
+    existing = [p for p in paths.split(os.pathsep) if p and os.path.exists(os.path.expanduser(p))]
+    if options.kubeconfig and not existing:
+        raise KubeError(f"error: stat {options.kubeconfig}: no such file or directory")
+    return existing
+
+
+def read_kubeconfig(options: ConnectionOptions) -> dict[str, Any]:
+    """The merged kubeconfig kubectl would read (no sections when there is none)."""
+    return merge_kubeconfigs([os.path.expanduser(p) for p in _existing_kubeconfigs(options)])
+
+
+def default_namespace(options: ConnectionOptions) -> str:
+    """The namespace kubectl would use, read from the kubeconfig alone (no client, no server): -n, else the
+    context's namespace, else the service account's in a pod, else ``default``."""
+    if options.namespace:
+        return options.namespace
+    if not _existing_kubeconfigs(options):
+        return _in_cluster_namespace() if os.environ.get("KUBERNETES_SERVICE_HOST") else "default"
+    merged = read_kubeconfig(options)
+    if not options.context and not merged.get("current-context"):
+        return "default"
+    return _select_context(merged, options)[1].get("namespace") or "default"
 
 
 def _in_cluster_namespace() -> str:

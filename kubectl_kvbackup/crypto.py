@@ -11,9 +11,6 @@ import json
 import os
 import stat
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from .cluster import KubeError
 
 MAGIC = b"KVB1"
@@ -69,11 +66,16 @@ def key_id(key: bytes) -> str:
 
 
 def encrypt(key: bytes, data: bytes, path: str) -> bytes:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # imported by the commands that encrypt only
+
     nonce = os.urandom(NONCE_BYTES)
     return MAGIC + nonce + AESGCM(key).encrypt(nonce, data, path.encode())
 
 
 def decrypt(key: bytes, blob: bytes, path: str) -> bytes:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + NONCE_BYTES + 16:
         raise EncryptionError(f"error: cannot decrypt {path}: not a kvbackup encrypted file")
     nonce = blob[len(MAGIC):len(MAGIC) + NONCE_BYTES]

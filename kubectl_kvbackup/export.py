@@ -20,7 +20,6 @@ from .refs import Ref, ref_of
 from .snapshots import SnapshotRecord, create_snapshots, delete_snapshots, wait_until_ready
 
 Obj = dict[str, Any]
-FREEZE_MODES = ("auto", "required", "never")
 
 
 @dataclass(frozen=True)

@@ -219,7 +219,7 @@ class ClusterSource:
         except ApiError as error:
             if error.status == 403:
                 self._forbidden[key] = ListForbidden(
-                    f"{error}\nkvbackup needs permission to list {kind.resource}"
+                    f"{error}; kvbackup needs permission to list {kind.resource}"
                     f"{' in namespace ' + namespace if scope else ' at the cluster scope'}: see README (RBAC)")
                 raise self._forbidden[key] from None
             raise
@@ -252,7 +252,7 @@ class ClusterSource:
                 if error.status == 404:
                     found = None
                 elif error.status == 403:
-                    raise KubeError(f"{error}\nkvbackup needs permission to list or get {kind.resource}: see README "
+                    raise KubeError(f"{error}; kvbackup needs permission to list or get {kind.resource}: see README "
                                     "(RBAC)") from None
                 else:
                     raise

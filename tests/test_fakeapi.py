@@ -57,12 +57,15 @@ def status_of(error: pytest.ExceptionInfo[ApiException]) -> tuple[int, dict[str,
 
 def raw(client: ApiClient, method: str, path: str, body: Any = None,
         content_type: str = "application/json") -> tuple[int, Any]:
-    """A request the typed APIs cannot make (a chosen patch type, a subresource of another group); the body
-    decoded, or as text when it is not JSON."""
-    response = client.call_api(*client.param_serialize(method, path, body=body, auth_settings=["BearerToken"],
-                                                       header_params={"Content-Type": content_type}))
-    response.read()
-    if not response.getheader("Content-Type", "").startswith("application/json"):
+    """A request the typed APIs cannot make (a chosen patch type, a subresource of another group), through the
+    client's connection pool and its token, whatever the client release (its call_api signature changed in 37); the
+    body decoded, or as text when it is not JSON."""
+    headers = {"Content-Type": content_type,
+               "Authorization": client.configuration.get_api_key_with_prefix("BearerToken", alias="authorization")}
+    data = body if body is None or isinstance(body, str) else json.dumps(body)
+    response = client.rest_client.pool_manager.request(method, client.configuration.host + path, headers=headers,
+                                                       body=data)
+    if not (response.headers.get("Content-Type") or "").startswith("application/json"):
         return response.status, response.data.decode()
     return response.status, json.loads(response.data or b"{}")
 

@@ -145,7 +145,7 @@ def test_unreachable_server_gives_one_clear_line(capsys, tmp_path, fake_api):
     (tmp_path / "closed").write_text(yaml.safe_dump(config))
     code, _, err = graph_json(capsys, "--all", "--kubeconfig", str(tmp_path / "closed"))
     assert code == 1
-    assert err.startswith(f"Unable to connect to the server http://127.0.0.1:{port}")
+    assert err.startswith(f"error: Unable to connect to the server http://127.0.0.1:{port}")
     assert len(err.strip().splitlines()) == 1
 
 

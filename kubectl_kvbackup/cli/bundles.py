@@ -4,27 +4,26 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..bundle import open_verified, read_bundle, verify
-from ..crypto import load_key
-from ..graph.walk import Graph, GraphEdge
-from ..refs import Ref
-from .common import warn
+from .common import add_bundle_argument, warn
 from .printers import FORMATS, print_data, print_graph, print_tree
+
+if TYPE_CHECKING:
+    from ..graph.walk import Graph
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
     check = subcommands.add_parser("verify", help="check a bundle's files against its index",
                                    description="Check that every file a bundle's index lists is present and "
                                                "unchanged, and that nothing was added. Exit 0 when valid, 1 if not.")
-    check.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar.gz")
+    add_bundle_argument(check)
     add_key_flag(check)
     check.set_defaults(run=run_verify)
     show = subcommands.add_parser("inspect", help="show a bundle's graph, restore decisions and freeze report",
                                   description="Show what a verified bundle holds: its object graph with each "
                                               "object's restore decision, the guest freeze report and snapshots.")
-    show.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar.gz")
+    add_bundle_argument(show)
     show.add_argument("-o", "--output", choices=FORMATS, default="tree", help="output format (default: tree)")
     add_key_flag(show)
     show.set_defaults(run=run_inspect)
@@ -36,6 +35,9 @@ def add_key_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from ..bundle import read_bundle, verify
+    from ..crypto import load_key
+
     bundle = read_bundle(args.bundle)
     result = verify(bundle, load_key(args.encrypt_key_file, warn))
     if result.ok:
@@ -54,6 +56,9 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def graph_of(index: dict[str, Any]) -> Graph:
+    from ..graph.walk import Graph, GraphEdge
+    from ..refs import Ref
+
     def ref(d: dict[str, str]) -> Ref:
         return Ref(d["group"], d["kind"], d["namespace"], d["name"])
 
@@ -81,6 +86,9 @@ def decision_note(node: dict[str, Any] | None) -> str:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
+    from ..bundle import open_verified
+    from ..crypto import load_key
+
     index = open_verified(args.bundle, load_key(args.encrypt_key_file, warn)).index
     graph = graph_of(index)
     if args.output in ("json", "yaml"):
@@ -103,5 +111,12 @@ def run_inspect(args: argparse.Namespace) -> int:
             print(f"snapshot {snapshot['namespace']}/{snapshot['name']} of PVC {snapshot['pvc']['name']}: "
                   f"{'ready' if snapshot['readyToUse'] else 'not ready'}")
     else:
-        print_graph(graph, args.output, sys.stdout)
+        print_graph(graph, args.output, sys.stdout, lambda ref: not_restored(graph.objects.get(ref)))
     return 0
+
+
+def not_restored(node: dict[str, Any] | None) -> str | None:
+    """The rule that keeps a bundle's object from being restored, as its index records it."""
+    if not node or node.get("restore", True) and not node.get("excluded"):
+        return None
+    return "excluded" if node.get("excluded") else node.get("rule") or "not restored"

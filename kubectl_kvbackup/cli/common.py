@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from .. import kinds
-from ..cluster import ConnectionOptions, KubeError, connect
+from ..cluster import ConnectionOptions, KubeError, connect, default_namespace
 from ..kinds import UnknownKindError
-from ..sources import ClusterSource, ManifestSource, Selection, Source, load_manifests
+from . import completion
+
+if TYPE_CHECKING:
+    from ..sources import Selection, Source
 
 
 class UsageError(KubeError):
@@ -21,26 +25,46 @@ def warn(message: str) -> None:
 
 def add_connection_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("cluster connection (as kubectl)")
-    group.add_argument("--kubeconfig", help="path to the kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
-    group.add_argument("--context", help="the kubeconfig context to use")
-    group.add_argument("--cluster", help="the kubeconfig cluster to use")
-    group.add_argument("--user", help="the kubeconfig user to use")
+    group.add_argument("--kubeconfig", help="path to the kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
+                       ).completer = completion.complete_files
+    group.add_argument("--context", help="the kubeconfig context to use").completer = completion.complete_contexts
+    group.add_argument("--cluster", help="the kubeconfig cluster to use").completer = completion.complete_clusters
+    group.add_argument("--user", help="the kubeconfig user to use").completer = completion.complete_users
     group.add_argument("--request-timeout", default="0", metavar="DURATION",
                        help="how long to wait for each API request (e.g. 10s, 1m; 0: no limit)")
     group.add_argument("-v", "--v", dest="verbosity", type=int, default=0, metavar="LEVEL",
                        help="log level: 6 logs API requests, 9 adds tracebacks on errors")
 
 
+def add_namespace_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-n", "--namespace", help="the namespace (default: the context's)"
+                        ).completer = completion.complete_namespaces
+
+
+def add_targets(parser: argparse.ArgumentParser, nargs: str = "*", kinds_accepted: tuple[kinds.Kind, ...] = (),
+                metavar: str = "TYPE/NAME", help_text: str = "vm/NAME, vmi/NAME, vmirs/NAME, vmpool/NAME (or TYPE "
+                                                               "NAME...)") -> None:
+    """The TYPE/NAME arguments; TAB offers the types ``kinds_accepted`` (default: every root kind), then names."""
+    parser.add_argument("targets", nargs=nargs, metavar=metavar, help=help_text).completer = \
+        completion.TargetCompleter(kinds_accepted or kinds.ROOT_KINDS)
+
+
+def add_bundle_argument(parser: argparse.ArgumentParser) -> None:
+    """A bundle to read: TAB completes directories and .tar.gz files."""
+    parser.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar.gz").completer = \
+        completion.complete_bundles
+
+
 def add_selection_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("targets", nargs="*", metavar="TYPE/NAME",
-                        help="vm/NAME, vmi/NAME, vmirs/NAME, vmpool/NAME (or TYPE NAME...)")
+    add_targets(parser)
     parser.add_argument("-l", "--selector", help="label selector over VMs, VMIs, VMI replica sets and VM pools")
     parser.add_argument("--all", dest="everything", action="store_true",
                         help="every VM, VMI, VMI replica set and VM pool in the namespace")
-    parser.add_argument("-n", "--namespace", help="the namespace (default: the context's)")
+    add_namespace_flag(parser)
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="look in every namespace")
     parser.add_argument("-f", "--filename", action="append", default=[], metavar="PATH",
-                        help="read objects from manifests instead of a cluster: file, directory or - (repeatable)")
+                        help="read objects from manifests instead of a cluster: file, directory or - (repeatable)"
+                        ).completer = completion.complete_files
 
 
 def parse_duration(text: str) -> float | None:
@@ -86,6 +110,8 @@ def parse_targets(words: list[str]) -> tuple[tuple[kinds.Kind, str], ...]:
 
 
 def selection_and_source(args: argparse.Namespace) -> tuple[Selection, Source]:
+    from ..sources import ClusterSource, ManifestSource, Selection, load_manifests
+
     targets = parse_targets(args.targets)
     chosen = sum(bool(x) for x in (targets, args.selector is not None, args.everything))
     if chosen != 1:
@@ -93,7 +119,8 @@ def selection_and_source(args: argparse.Namespace) -> tuple[Selection, Source]:
     if args.all_namespaces and targets:
         raise UsageError("error: a resource cannot be retrieved by name across all namespaces")
     if args.filename:
-        namespace = args.namespace or "default"
+        # objects without a namespace go where kubectl apply -f would put them: -n, else the context's namespace
+        namespace = default_namespace(connection_options(args))
         source: Source = ManifestSource(load_manifests(args.filename, namespace))
     else:
         connection = connect(connection_options(args))

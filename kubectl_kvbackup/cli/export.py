@@ -7,16 +7,11 @@ import re
 import sys
 from typing import Callable
 
-from ..bundle import BundleWriter
-from ..clock import now_iso
-from ..crypto import load_key
-from ..export import FREEZE_MODES, ExportOptions, backup_name_from, export
-from ..freeze import terminate_as_exception
-from ..graph.walk import walk
-from ..sources import ClusterSource, select_roots
 from .common import (UsageError, add_connection_flags, add_selection_flags, parse_duration, selection_and_source,
                      warn)
 from .graph import report_missing
+
+FREEZE_MODES = ("auto", "required", "never")  # ExportOptions.freeze
 
 EXAMPLES = """examples:
   # a running VM, its guest frozen while its PVCs are snapshotted, Secrets encrypted
@@ -95,6 +90,14 @@ def validate(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..bundle import BundleWriter
+    from ..clock import now_iso
+    from ..crypto import load_key
+    from ..export import ExportOptions, backup_name_from, export
+    from ..freeze import terminate_as_exception
+    from ..graph.walk import walk
+    from ..sources import ClusterSource, select_roots
+
     validate(args)
     unfreeze = parse_unfreeze_timeout(args.unfreeze_timeout)
     quiet_warn = (lambda m: None) if args.quiet else warn

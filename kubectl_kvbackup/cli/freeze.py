@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import argparse
 
+from typing import TYPE_CHECKING
+
 from .. import kinds
 from ..cluster import ApiError, KubeError, connect
-from ..freeze import GuestFreezer, subresource_path, terminate_as_exception
-from ..refs import Ref
-from .common import UsageError, add_connection_flags, connection_options, parse_targets, warn
+from .common import (UsageError, add_connection_flags, add_namespace_flag, add_targets, connection_options,
+                     parse_targets, warn)
 from .export import go_duration, parse_unfreeze_timeout
+
+if TYPE_CHECKING:
+    from ..refs import Ref
 
 VMI_TYPES = (kinds.VMI, kinds.VM)
 
@@ -23,8 +27,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
                        ("thaw", "thaw guest filesystems frozen by freeze")):
         parser = subcommands.add_parser(verb, help=text, description=f"{text[0].upper()}{text[1:]}: vmi/NAME or "
                                                                      "vm/NAME (the VM's running VMI).")
-        parser.add_argument("targets", nargs="+", metavar="vmi/NAME")
-        parser.add_argument("-n", "--namespace", help="the namespace (default: the context's)")
+        add_targets(parser, "+", VMI_TYPES, "vmi/NAME", "vmi/NAME, or vm/NAME for the VM's running VMI")
+        add_namespace_flag(parser)
         if verb == "freeze":
             parser.add_argument("--unfreeze-timeout", default="5m", metavar="DURATION",
                                 help="KubeVirt thaws the guest by itself after this long (default 5m)")
@@ -34,6 +38,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _vmi_refs(args: argparse.Namespace, namespace: str) -> list[Ref]:
+    from ..refs import Ref
+
     refs = []
     for kind, name in parse_targets(args.targets):
         if kind not in VMI_TYPES:
@@ -43,6 +49,8 @@ def _vmi_refs(args: argparse.Namespace, namespace: str) -> list[Ref]:
 
 
 def run_freeze(args: argparse.Namespace) -> int:
+    from ..freeze import GuestFreezer, terminate_as_exception
+
     timeout = parse_unfreeze_timeout(args.unfreeze_timeout)
     connection = connect(connection_options(args))
     refs = _vmi_refs(args, connection.namespace)
@@ -77,6 +85,8 @@ def run_freeze(args: argparse.Namespace) -> int:
 
 
 def run_thaw(args: argparse.Namespace) -> int:
+    from ..freeze import subresource_path
+
     connection = connect(connection_options(args))
     failures = 0
     for ref in _vmi_refs(args, connection.namespace):

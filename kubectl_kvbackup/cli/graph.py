@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from ..graph.walk import Graph, walk
-from ..sources import select_roots
 from .common import add_connection_flags, add_selection_flags, selection_and_source, warn
-from .printers import FORMATS, print_graph
+from .printers import FORMATS, NotRestored, print_graph
+
+if TYPE_CHECKING:
+    from ..graph.walk import Graph
+    from ..refs import Ref
 
 EXAMPLES = """examples:
   # the objects VM vm1 depends on, as a tree
@@ -17,6 +20,9 @@ EXAMPLES = """examples:
   kubectl kvbackup graph --all -A -o json
   # offline, from manifests
   kubectl kvbackup graph -f examples/ --all -n demo
+  # a table with each object's restore decision, or a picture
+  kubectl kvbackup graph vm/vm1 -o wide
+  kubectl kvbackup graph vm/vm1 -o dot | dot -Tsvg > vm1.svg
 """
 
 
@@ -40,6 +46,9 @@ def report_missing(graph: Graph) -> None:
 
 
 def build_graph(args: argparse.Namespace) -> Graph:
+    from ..graph.walk import walk
+    from ..sources import select_roots
+
     selection, source = selection_and_source(args)
     roots = select_roots(source, selection)
     if not roots:
@@ -48,8 +57,23 @@ def build_graph(args: argparse.Namespace) -> Graph:
     return walk(roots, source, keep_reached_roots=bool(selection.targets))
 
 
+def export_decisions(graph: Graph) -> NotRestored:
+    """What the export rules would decide for each object: the same function export calls, as for an export with
+    ``--snapshot`` (every claim's data captured), so the column shows what the objects themselves allow."""
+    from .. import rules
+
+    def not_restored(ref: Ref) -> str | None:
+        obj = graph.objects.get(ref)
+        if obj is None:
+            return None
+        decision = rules.export_object(obj, graph.objects.get, lambda claim: True)[1]
+        return None if decision.restore else decision.rule
+
+    return not_restored
+
+
 def run(args: argparse.Namespace) -> int:
     graph = build_graph(args)
     report_missing(graph)
-    print_graph(graph, args.output, sys.stdout)
+    print_graph(graph, args.output, sys.stdout, export_decisions(graph))
     return 0

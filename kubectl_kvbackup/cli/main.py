@@ -1,78 +1,124 @@
-"""Entry point of ``kubectl-kvbackup``: parse, run one subcommand, turn every failure into one clear line."""
+"""Entry point of ``kubectl-kvbackup``: parse, run one subcommand, turn every failure into one clear line.
+
+Verbs are modules of this package named in SUBCOMMANDS. Building the parser imports each one and calls its
+``register``, so a module's top level imports nothing heavy (the ``kubernetes`` client, ``cryptography``): its run
+functions do. That keeps ``--help`` and TAB completion instant; tests/test_cli_startup.py checks it for every verb.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
-import traceback
+from importlib import import_module
 
-import argcomplete
-
-from .. import __version__
-from ..cluster import KubeError
-from ..freeze import Terminated
-from ..selectors import SelectorError
-from . import bundles, export, freeze, graph, restore, webhook
-from .completion import complete
-
+#: one line per verb module (kubectl_kvbackup/cli/<name>.py with ``register(subcommands)``)
+SUBCOMMANDS = (
+    "graph",
+    "export",
+    "bundles",
+    "freeze",
+    "restore",
+    "webhook",
+    "completion",
+    "version",
+)
 INTERRUPTED = "no bundle was written; guests this command froze were thawed unless an error above says otherwise"
-SUBCOMMANDS = (graph, export, bundles, freeze, restore, webhook)
+COMPLETION_EXECUTABLE = "kubectl_complete-kvbackup"
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # kubectl's wording, and usage errors exit 2
-        self.exit(2, f"error: {message}\nSee '{self.prog} --help' for usage.\n")
+        self.exit(2, f"error: {message}\n{help_pointer(self.prog)}\n")
+
+
+def help_pointer(prog: str) -> str:
+    return f"See '{prog} --help' for usage."
+
+
+def _remember_prog(parser: argparse.ArgumentParser) -> None:
+    """Each verb's parser records its own name, so a usage error found after parsing points at the verb's help."""
+    parser.set_defaults(help_prog=parser.prog)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _remember_prog(child)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     parser = _Parser(prog="kubectl kvbackup",
-                     description="Back up and restore KubeVirt virtual machines safely, with any tool.")
-    parser.add_argument("--version", action="version", version=f"kubectl-kvbackup {__version__}")
+                     description="Back up and restore KubeVirt virtual machines safely, with any tool.",
+                     epilog="Run 'kubectl kvbackup COMMAND --help' for a command's flags and examples.")
+    parser.add_argument("--version", action="version", version=f"kubectl-kvbackup v{__version__}")
     subcommands = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
-    for module in SUBCOMMANDS:
-        module.register(subcommands)
+    for name in SUBCOMMANDS:
+        import_module(f"{__package__}.{name}").register(subcommands)
+    _remember_prog(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    argcomplete.autocomplete(parser)
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for candidates (argcomplete's protocol); exits when done
+        from .completion import argcomplete_hook
+
+        argcomplete_hook(parser)
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         parser.print_help(sys.stderr)
         return 2
+    # imported after parsing: --help and usage errors never load them
+    from ..cluster import KubeError, configure_logging
+    from ..freeze import Terminated
+    from ..selectors import SelectorError
+    from .common import UsageError
+
     verbosity = getattr(args, "verbosity", 0)
-    logging.basicConfig(level=logging.DEBUG if verbosity >= 6 else logging.WARNING, stream=sys.stderr,
-                        format="%(message)s")
+    configure_logging(verbosity)
     try:
         return args.run(args)
-    except KubeError as error:
-        print(error, file=sys.stderr)
-        return error.exit_code
-    except SelectorError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (UsageError, SelectorError) as error:
+        print(f"{_one_error_line(error)}\n{help_pointer(args.help_prog)}", file=sys.stderr)
         return 2
+    except KubeError as error:
+        print(_one_error_line(error), file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
-        print(f"interrupted: {INTERRUPTED}", file=sys.stderr)
+        print(f"error: interrupted: {INTERRUPTED}", file=sys.stderr)
         return 130
     except Terminated:
-        print(f"terminated: {INTERRUPTED}", file=sys.stderr)
+        print(f"error: terminated: {INTERRUPTED}", file=sys.stderr)
         return 143
     except BrokenPipeError:
         return 0
     except Exception as error:  # a bug of ours: one line unless the user asked for detail
         if verbosity >= 9:
+            import traceback
+
             traceback.print_exc()
         print(f"error: unexpected {type(error).__name__}: {error} (rerun with -v=9 for details, and please report it)",
               file=sys.stderr)
         return 1
 
 
+def _one_error_line(error: Exception) -> str:
+    """``error: ...``; the API server's refusals keep kubectl's own ``Error from server (Reason): ...`` form."""
+    text = "; ".join(line for line in str(error).splitlines() if line.strip())
+    return text if text.startswith(("error: ", "Error from server")) else f"error: {text}"
+
+
 def run() -> None:
+    """``kubectl-kvbackup``; the same file linked as ``kubectl_complete-kvbackup`` (as the krew archive's single
+    executable must be) answers kubectl's completion requests."""
+    if os.path.basename(sys.argv[0]) == COMPLETION_EXECUTABLE:
+        run_completion()
     sys.exit(main())
 
 
 def run_completion() -> None:
-    """``kubectl_complete-kvbackup``: what kubectl runs to complete ``kubectl kvbackup ...``."""
+    """``kubectl_complete-kvbackup``: what kubectl (1.26+) runs to complete ``kubectl kvbackup ...``."""
+    from .completion import complete
+
     sys.exit(complete(build_parser(), sys.argv[1:]))

@@ -7,8 +7,6 @@ import base64
 import sys
 from typing import Any
 
-import yaml
-
 from .. import certs, manifests, rules
 from ..cluster import ApiError, Connection, KubeError, connect, object_path
 from .common import UsageError, add_connection_flags, connection_options
@@ -76,6 +74,8 @@ def _render(settings: manifests.Settings, tls: certs.TLSMaterial | None) -> list
 
 
 def to_yaml(objects: list[dict[str, Any]]) -> str:
+    import yaml
+
     return yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False)
 
 
