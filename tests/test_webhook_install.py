@@ -476,3 +476,43 @@ def test_install_leaves_an_earlier_release_of_another_namespace(cluster, kubecon
     cluster.add_all([role, binding])
     assert run("webhook", "install", "--kubeconfig", kubeconfig)[0] == 0
     assert cluster.get_object("rbac.authorization.k8s.io", "ClusterRoleBinding", "", "kvbackup-webhook") is not None
+
+
+def _pins(path: str) -> dict[str, list[str]]:
+    """name -> hashes of a pip-compile lock file."""
+    pins: dict[str, list[str]] = {}
+    name = ""
+    with open(os.path.join(REPO, path), encoding="utf-8") as f:
+        for line in f:
+            pinned = re.match(r"^([A-Za-z0-9._-]+)==\S+", line)
+            if pinned:
+                name = re.sub(r"[-_.]+", "-", pinned.group(1)).lower()
+                pins[name] = []
+            hashed = re.search(r"--hash=sha256:([0-9a-f]{64})", line)
+            if hashed and name:
+                pins[name].append(hashed.group(1))
+    return pins
+
+
+def test_the_image_installs_only_hash_pinned_dependencies() -> None:
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)
+    runtime, build = _pins("deploy/image/requirements.txt"), _pins("deploy/image/build-requirements.txt")
+    for requirement in project["project"]["dependencies"]:
+        name = re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9._-]+", requirement).group()).lower()
+        assert name in runtime, f"{name} is not in deploy/image/requirements.txt: run deploy/image/lock.sh"
+    assert all(runtime.values()) and all(build.values())  # every pin carries its hashes
+    assert "setuptools" in build
+    with open(os.path.join(REPO, "Dockerfile"), encoding="utf-8") as f:
+        dockerfile = f.read()
+    installs = re.findall(r"pip install [^&\n]*-r (\S+)", dockerfile)
+    assert sorted(installs) == ["build-requirements.txt", "requirements.txt"]
+    assert len(re.findall(r"pip install --require-hashes --no-deps -r", dockerfile)) == 2
+    assert "--no-build-isolation --no-index" in dockerfile  # the project's own wheel fetches nothing unpinned
+
+
+def test_ci_smoke_tests_the_image_after_the_readme_tests() -> None:
+    with open(os.path.join(REPO, ".ci", "run"), encoding="utf-8") as f:
+        ci = f.read()
+    assert ci.index('eval "$test_command"') < ci.index("deploy/image/build-and-smoke.sh")
+    assert os.access(os.path.join(REPO, "deploy", "image", "build-and-smoke.sh"), os.X_OK)
