@@ -26,10 +26,26 @@ started=$SECONDS
 
 log() { printf '== %s (%ss)\n' "$*" "$((SECONDS - started))" >&2; }
 
+# unshare ignores SIGTERM while it waits for its child: stop gunicorn (PID 1 of the namespace) as kubelet would,
+# with SIGTERM, and SIGKILL unshare after the grace period (--kill-child then takes the whole namespace down)
+stop_server() {
+    local master
+    master="$(ps -o pid= --ppid "$server_pid" | tr -d ' ')"
+    if [ -n "$master" ]; then
+        kill -TERM "$master" 2>/dev/null || true
+    fi
+    for _ in $(seq 60); do
+        kill -0 "$server_pid" 2>/dev/null || break
+        sleep 0.5
+    done
+    kill -KILL "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+}
+
 cleanup() {
     if [ -n "$server_pid" ]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
+        stop_server
     fi
     if [ -n "$container" ]; then
         "${buildah[@]}" umount "$container" >/dev/null 2>&1 || true
@@ -191,7 +207,5 @@ assert status == 200 and answer["uid"] == "0f3c2b8e-smoke" and answer["allowed"]
 assert answer.get("patchType") == "JSONPatch" and b"storage.prePopulated" in base64.b64decode(answer["patch"]), answer
 passed("/mutate patched a restored DataVolume")
 EOF
-kill "$server_pid"
-wait "$server_pid" 2>/dev/null || true
-server_pid=""
+stop_server
 log "image smoke test passed"
