@@ -9,15 +9,11 @@ later webhook changes the object.
 
 from __future__ import annotations
 
-import base64
-import os
-
 import pytest
 
 from kubectl_kvbackup import kinds, manifests, rules
-from kubectl_kvbackup.cluster import ConnectionOptions, collection_path, connect
 
-from .webhook_server import WebhookServer, write_tls
+from .test_webhook_e2e import VELERO, as_user, cluster, create, data_volume  # noqa: F401 (cluster: a fixture)
 
 #: Mutating configurations that act on PVCs, DataVolumes, VMs, VMIs or pods, as their projects name them.
 ECOSYSTEM = {
@@ -66,43 +62,21 @@ def test_every_webhook_is_reinvoked_when_a_later_one_changes_the_object() -> Non
     assert {w["reinvocationPolicy"] for w in configuration["webhooks"]} == {"IfNeeded"}
 
 
-def _stand_in(configuration: str, webhook: str, url: str, ca_pem: bytes) -> dict:
-    """A registration named as CDI's: what it is sent shows what it would see."""
-    return {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": configuration},
-            "webhooks": [{"name": webhook, "admissionReviewVersions": ["v1"], "sideEffects": "None",
-                          "failurePolicy": "Fail", "timeoutSeconds": 5,
-                          "clientConfig": {"url": url, "caBundle": base64.b64encode(ca_pem).decode()},
-                          "rules": [{"apiGroups": ["cdi.kubevirt.io"], "apiVersions": ["*"], "operations": ["CREATE"],
-                                     "resources": ["datavolumes"], "scope": "Namespaced"}]}]}
-
-
-def test_cdi_is_sent_the_datavolume_as_the_restore_rules_left_it(fake_api, tmp_path) -> None:
-    fake_api.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod"}})
-    tls_dir = tmp_path / "tls"
-    tls_dir.mkdir(mode=0o700)
-    material = write_tls(str(tls_dir))
-    webhook_kubeconfig = fake_api.write_kubeconfig(str(tmp_path / "webhook-kubeconfig"),
-                                                   user="system:serviceaccount:kvbackup-system:kvbackup-webhook")
-    with WebhookServer(str(tls_dir), material.ca_pem, env={"KVBACKUP_WEBHOOK_KUBECONFIG": webhook_kubeconfig}) \
-            as server:
-        ours = next(o for o in manifests.render(manifests.Settings(), material)
-                    if o["kind"] == "MutatingWebhookConfiguration")
-        for webhook in ours["webhooks"]:
-            webhook["clientConfig"] = {"url": f"{server.url}/mutate",
-                                       "caBundle": base64.b64encode(material.ca_pem).decode()}
-        # added first, and served by the same process: only the names decide the order
-        fake_api.add(_stand_in("cdi-api-datavolume-mutate", "datavolume-mutate.cdi.kubevirt.io",
-                               f"{server.url}/mutate", material.ca_pem))
-        fake_api.add(ours)
-        velero = connect(ConnectionOptions(kubeconfig=fake_api.write_kubeconfig(
-            os.path.join(str(tmp_path), "velero"), user="system:serviceaccount:velero:velero")))
-        velero.request("POST", collection_path(kinds.DATA_VOLUME, kinds.DATA_VOLUME.version, "prod"), body={
-            "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
-            "metadata": {"name": "root", "namespace": "prod", "labels": {rules.VELERO_RESTORE_LABEL: "nightly"}},
-            "spec": {"source": {"blank": {}}, "storage": {"resources": {"requests": {"storage": "1Gi"}}}},
-            "status": {"phase": "Succeeded"}})
-    calls = [call for call in fake_api.admission_calls if call.kind == "DataVolume"]
+def test_cdi_is_sent_the_datavolume_as_the_restore_rules_left_it(cluster, tmp_path) -> None:
+    ours = cluster.get_object("admissionregistration.k8s.io", "MutatingWebhookConfiguration", "",
+                              manifests.CONFIGURATION_NAME)
+    # a registration named as CDI's, served by the same webhook process: only the names decide the order, and what
+    # it is sent shows what CDI would see
+    cluster.add({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+                 "metadata": {"name": "cdi-api-datavolume-mutate"},
+                 "webhooks": [{"name": "datavolume-mutate.cdi.kubevirt.io", "admissionReviewVersions": ["v1"],
+                               "sideEffects": "None", "failurePolicy": "Fail", "timeoutSeconds": 5,
+                               "clientConfig": ours["webhooks"][0]["clientConfig"],
+                               "rules": [{"apiGroups": ["cdi.kubevirt.io"], "apiVersions": ["*"],
+                                          "operations": ["CREATE"], "resources": ["datavolumes"],
+                                          "scope": "Namespaced"}]}]})
+    create(as_user(cluster, tmp_path, VELERO), kinds.DATA_VOLUME, data_volume("root"))
+    calls = [call for call in cluster.admission_calls if call.kind == "DataVolume"]
     assert [call.webhook for call in calls][:2] == ["velero-restore.kvbackup.kubevirt.io",
                                                     "datavolume-mutate.cdi.kubevirt.io"]
     seen_by_cdi = calls[1].review["request"]["object"]["metadata"].get("annotations") or {}
