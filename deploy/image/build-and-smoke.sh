@@ -207,5 +207,11 @@ assert status == 200 and answer["uid"] == "0f3c2b8e-smoke" and answer["allowed"]
 assert answer.get("patchType") == "JSONPatch" and b"storage.prePopulated" in base64.b64decode(answer["patch"]), answer
 passed("/mutate patched a restored DataVolume")
 EOF
+master="$(ps -o pid= --ppid "$server_pid" | tr -d ' ')"
+uids="$(ps -o uid= -p "$master" --ppid "$master" | tr -d ' ' | sort -u | tr '\n' ' ')"
+if [ "$uids" != "${user%%:*} " ]; then
+    echo "error: the webhook's processes run as uid ${uids}instead of the image's user ${user%%:*}" >&2
+    exit 1
+fi
 stop_server
 log "image smoke test passed"

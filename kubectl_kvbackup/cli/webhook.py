@@ -249,20 +249,21 @@ def _legacy_objects(connection: Connection, settings: manifests.Settings) -> lis
     found = []
     for name in manifests.LEGACY_CONFIGURATION_NAMES:
         configuration = _get(connection, _path(_registration_ref(name)))
-        if configuration and _ours(configuration) and _registered_namespace(configuration) == settings.namespace:
+        if (configuration and _labelled(configuration, manifests.LABELS)
+                and _registered_namespace(configuration) == settings.namespace):
             found.append(configuration)
     rbac = "rbac.authorization.k8s.io/v1"
     binding = _get(connection, _path({"apiVersion": rbac, "kind": "ClusterRoleBinding",
                                       "metadata": {"name": manifests.NAME}}))
-    if binding and _ours(binding) and any(subject.get("namespace") == settings.namespace
-                                          for subject in binding.get("subjects") or []):
+    if binding and _labelled(binding, manifests.LABELS) and any(
+            subject.get("namespace") == settings.namespace for subject in binding.get("subjects") or []):
         found += [binding, {"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": manifests.NAME}}]
     return found
 
 
-def _ours(obj: dict[str, Any]) -> bool:
+def _labelled(obj: dict[str, Any], wanted: dict[str, str]) -> bool:
     labels = (obj.get("metadata") or {}).get("labels") or {}
-    return all(labels.get(key) == value for key, value in manifests.LABELS.items())
+    return all(labels.get(key) == value for key, value in wanted.items())
 
 
 def run_install(args: argparse.Namespace) -> int:
@@ -280,7 +281,7 @@ def run_install(args: argparse.Namespace) -> int:
     for obj in objects:
         if obj["kind"] == "Namespace":
             existing = _get(connection, _path(obj))
-            if existing is not None and not _managed(existing):
+            if existing is not None and not _labelled(existing, manifests.MANAGED_BY):
                 print(f"namespace/{obj['metadata']['name']} exists, left as it is")
                 continue
         _apply(connection, obj)
@@ -299,11 +300,6 @@ def run_install(args: argparse.Namespace) -> int:
     return 0
 
 
-def _managed(obj: dict[str, Any]) -> bool:
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    return all(labels.get(key) == value for key, value in manifests.MANAGED_BY.items())
-
-
 def run_uninstall(args: argparse.Namespace) -> int:
     settings = _settings(args)
     connection = connect(connection_options(args))
@@ -313,7 +309,7 @@ def run_uninstall(args: argparse.Namespace) -> int:
             existing = _get(connection, _path(obj))
             if existing is None:
                 continue
-            if obj["kind"] == "Namespace" and not _managed(existing):
+            if obj["kind"] == "Namespace" and not _labelled(existing, manifests.MANAGED_BY):
                 continue
             elsewhere = _registered_namespace(existing)
             if obj["kind"] == "MutatingWebhookConfiguration" and elsewhere != settings.namespace:
