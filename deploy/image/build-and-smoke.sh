@@ -46,6 +46,7 @@ stop_server() {
 cleanup() {
     if [ -n "$server_pid" ]; then
         stop_server
+        cat "$work/server.log" >&2
     fi
     if [ -n "$container" ]; then
         "${buildah[@]}" umount "$container" >/dev/null 2>&1 || true
@@ -149,7 +150,7 @@ unshare --mount --pid --fork --kill-child --propagation private bash -euo pipefa
     mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
     mount --bind -o ro "$tls" "$root/etc/kvbackup-webhook/tls"
     exec chroot --userspec="$user" "$root" /usr/bin/env -i "$@"
-' smoke "$root" "$work/tls" "$user" "${environment[@]}" "${command[@]}" &
+' smoke "$root" "$work/tls" "$user" "${environment[@]}" "${command[@]}" > "$work/server.log" 2>&1 &
 server_pid=$!
 
 log "checks: /healthz, /readyz, one AdmissionReview"
@@ -214,4 +215,10 @@ if [ "$uids" != "${user%%:*} " ]; then
     exit 1
 fi
 stop_server
+cat "$work/server.log" >&2
+# the server must not have logged an error (such as gunicorn's control socket on a read-only root without home)
+if grep -F "[ERROR]" "$work/server.log" >/dev/null; then
+    echo "error: the webhook logged errors (above)" >&2
+    exit 1
+fi
 log "image smoke test passed"
