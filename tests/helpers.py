@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 from typing import Any
 
+from kubectl_kvbackup.cli.webhook import deployment_available
 from kubectl_kvbackup.sources import load_manifests
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,3 +25,35 @@ def obj(api_version: str, kind: str, name: str, namespace: str = "demo", **field
         meta["namespace"] = namespace
     meta.update(fields.pop("metadata", {}))
     return {"apiVersion": api_version, "kind": kind, "metadata": meta, **fields}
+
+
+class RolloutController:
+    """Stands in for kube-controller-manager: reports each Deployment rolled out once it exists, and notes whether
+    the webhook was already registered at that moment."""
+
+    def __init__(self, api: Any) -> None:
+        self.api = api
+        self.registered_before_available: list[bool] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            for deployment in self.api.objects("apps", "Deployment"):
+                if deployment_available(deployment):
+                    continue
+                self.registered_before_available.append(bool(self.api.objects("admissionregistration.k8s.io",
+                                                                               "MutatingWebhookConfiguration")))
+                replicas = deployment["spec"]["replicas"]
+                self.api.add({**deployment, "status": {
+                    "observedGeneration": deployment["metadata"]["generation"], "replicas": replicas,
+                    "updatedReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
+                    "conditions": [{"type": "Available", "status": "True"}]}})
+
+    def __enter__(self) -> "RolloutController":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -14,7 +14,7 @@ from kubectl_kvbackup.rules import (FirmwarePolicy, IdentitiesInUse, IdentityPol
 from kubectl_kvbackup.rules.identity import stable_firmware_value, stable_mac
 from kvbackup_webhook import create_app
 
-from .helpers import obj
+from .helpers import RolloutController, obj
 from .test_webhook import StaticLookups, decoded_patch, load, post
 from .test_webhook_install import by_kind, run
 
@@ -287,11 +287,13 @@ def test_render_refuses_an_unknown_policy(capsys):
 
 
 def test_install_puts_the_policies_into_the_clusters_deployment(fake_api, kubeconfig):
-    code, out = run("webhook", "install", "--kubeconfig", kubeconfig, "--mac-policy", "keep",
-                    "--firmware-policy", "regenerate")
+    with RolloutController(fake_api):
+        code, out = run("webhook", "install", "--kubeconfig", kubeconfig, "--mac-policy", "keep",
+                        "--firmware-policy", "regenerate")
     assert code == 0, out
     deployment = fake_api.get_object("apps", "Deployment", "kvbackup-system", "kvbackup-webhook")
     assert env([deployment])["KVBACKUP_WEBHOOK_MAC_POLICY"] == "keep"
     assert env([deployment])["KVBACKUP_WEBHOOK_FIRMWARE_POLICY"] == "regenerate"
-    role = fake_api.get_object("rbac.authorization.k8s.io", "ClusterRole", "", "kvbackup-webhook")
+    role = fake_api.get_object("rbac.authorization.k8s.io", "ClusterRole", "",
+                               manifests.cluster_role_name("kvbackup-system"))
     assert vm_rule([role])["verbs"] == ["get"]

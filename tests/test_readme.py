@@ -19,7 +19,7 @@ from typing import Iterator
 import pytest
 
 from .fakeapi import FakeKubeAPI
-from .helpers import REPO, example_objects, obj
+from .helpers import REPO, RolloutController, example_objects, obj
 
 README = os.path.join(REPO, "README.md")
 BIN = os.path.dirname(sys.executable)
@@ -63,7 +63,8 @@ def plan(command: str) -> tuple[str | None, list[str]]:
 
 @pytest.fixture
 def demo_cluster(tmp_path) -> Iterator[tuple[FakeKubeAPI, str]]:
-    """The example workloads in namespace demo, and a CSI snapshotter that marks new snapshots ready."""
+    """The example workloads in namespace demo, a CSI snapshotter that marks new snapshots ready, and Deployments
+    that roll out."""
     with FakeKubeAPI() as fake:
         fake.add_all(example_objects())
         for name in ("demo", "os-images", "net-system"):
@@ -80,7 +81,8 @@ def demo_cluster(tmp_path) -> Iterator[tuple[FakeKubeAPI, str]]:
         thread = threading.Thread(target=snapshotter, daemon=True)
         thread.start()
         try:
-            yield fake, fake.write_kubeconfig(str(tmp_path / "kubeconfig"), namespace="demo")
+            with RolloutController(fake):
+                yield fake, fake.write_kubeconfig(str(tmp_path / "kubeconfig"), namespace="demo")
         finally:
             stop.set()
             thread.join()

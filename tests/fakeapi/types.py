@@ -72,6 +72,7 @@ DEFAULT_TYPES: tuple[ResourceType, ...] = (
     _builtin(RBAC, "ClusterRole", "clusterroles", False),
     _builtin(RBAC, "ClusterRoleBinding", "clusterrolebindings", False),
     _builtin("admissionregistration.k8s.io", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", False),
+    _builtin("networking.k8s.io", "NetworkPolicy", "networkpolicies", short=("netpol",), sub=()),
     _builtin("policy", "PodDisruptionBudget", "poddisruptionbudgets", short=("pdb",), sub=STATUS),
     _builtin("apiextensions.k8s.io", "CustomResourceDefinition", "customresourcedefinitions", False,
              ("crd", "crds"), STATUS),
