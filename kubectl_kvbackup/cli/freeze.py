@@ -13,7 +13,7 @@ from ..cluster import ApiError, KubeError, connect
 from ..freeze import GuestFreezer, subresource_path, terminate_as_exception
 from ..refs import Ref
 from .common import UsageError, add_connection_flags, connection_options, parse_targets, warn
-from .export import go_duration, parse_unfreeze_timeout
+from .export import go_duration, parse_unfreeze_timeout, silent
 
 VMI_TYPES = (kinds.VMI, kinds.VM)
 
@@ -57,7 +57,7 @@ def run_freeze(args: argparse.Namespace) -> int:
                                 "not found (a stopped VM has no VMI to freeze)") from None
             raise
     with terminate_as_exception():
-        freezer = GuestFreezer(connection, go_duration(timeout), args.parallel, warn, warn)
+        freezer = GuestFreezer(connection, go_duration(timeout), args.parallel, silent, warn)
         try:
             records = freezer.freeze(vmis)
         except BaseException:
