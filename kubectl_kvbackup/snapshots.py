@@ -160,10 +160,11 @@ def wait_for(connection: Connection, records: list[SnapshotRecord], backup_name:
                 if record is not None:
                     _observe(record, snapshot.get("status") or {})
         waiting = [r for r in records if not done(r)]
-        progress(phase, len(records) - len(waiting), len(records))
         if not waiting or time.monotonic() >= deadline:
             break
+        progress(phase, len(records) - len(waiting), len(records))
         time.sleep(poll)
+    progress(phase, len(records) - len(waiting), len(records))
     return waiting
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -12,7 +13,13 @@ import time
 import pytest
 
 from kubectl_kvbackup.bundle import read_bundle
+from kubectl_kvbackup.cli.export import ProgressPrinter
 from kubectl_kvbackup.cli.main import main
+from kubectl_kvbackup.export import assess_consistency
+from kubectl_kvbackup.freeze import FreezeRecord
+from kubectl_kvbackup.graph.walk import Graph, GraphEdge
+from kubectl_kvbackup.refs import Ref
+from kubectl_kvbackup.snapshots import SnapshotRecord
 
 from .helpers import REPO, example_objects, obj
 
@@ -436,3 +443,83 @@ def test_a_second_interrupt_during_the_thaw_does_not_cut_it_short(cluster, tmp_p
     assert sorted(calls(fake)) == [("cache", "freeze"), ("cache", "unfreeze"), ("db", "freeze"), ("db", "unfreeze")]
     assert "Traceback" not in err
 
+
+
+def test_exclude_secrets_needs_no_access_to_secrets(capsys, cluster, tmp_path):
+    fake, _ = cluster
+    kubeconfig = fake.write_kubeconfig(str(tmp_path / "alice.kubeconfig"), namespace="demo", user="alice")
+    for verb in ("list", "get", "watch"):
+        fake.deny("alice", verb, "", "secrets")
+    code, _, err = run(capsys, "export", "vm/windows", "--kubeconfig", kubeconfig, "--to", str(tmp_path / "f"))
+    assert code == 1 and "Forbidden" in err  # without the flag, Secrets are part of the backup
+    fake.reset_requests()
+    code, _, err = run(capsys, "export", "vm/windows", "--exclude-secrets", "--kubeconfig", kubeconfig,
+                       "--to", str(tmp_path / "b"))
+    assert code == 0, err
+    assert not [r for r in fake.requests if "/secrets" in r.path]  # not even tried
+    index = read_bundle(str(tmp_path / "b")).index
+    secret = next(n for n in index["nodes"] if n["kind"] == "Secret")
+    assert secret["excluded"] and secret["found"] is None and secret["rule"] == "secret-excluded"
+    assert any(e["to"]["kind"] == "Secret" for e in index["edges"])  # still recorded as a dependency
+    assert "missing" not in err  # an unread Secret is not reported as a missing one
+
+
+def test_a_snapshot_that_cannot_be_deleted_is_named_with_the_command_that_deletes_it(capsys, cluster, tmp_path):
+    fake, _ = cluster
+    kubeconfig = fake.write_kubeconfig(str(tmp_path / "bob.kubeconfig"), namespace="demo", user="bob")
+    fake.deny("bob", "delete", "snapshot.storage.k8s.io", "volumesnapshots")
+    code, _, err = run(capsys, "export", "vmi/db", "--snapshot", "--snapshot-timeout", "1s",
+                       "--kubeconfig", kubeconfig, "--to", str(tmp_path / "b"))
+    assert code == 1 and "not ready after 1s" in err
+    name = fake.objects(*SNAPSHOTS)[0]["metadata"]["name"]
+    assert f"could not delete VolumeSnapshot demo/{name}" in err
+    assert f"run: kubectl delete volumesnapshot -n demo {name}" in err
+
+
+def test_progress_without_a_terminal_is_a_line_per_phase(capsys, cluster, tmp_path):
+    fake, kubeconfig = cluster
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", "vmi/cache", fake=fake)
+    assert code == 0, err
+    lines = err.splitlines()
+    for phase in ("objects listed", "freezing guests", "snapshots cut", "thawing guests", "snapshots ready",
+                  "writing bundle"):
+        assert len([line for line in lines if line.startswith(phase + ":")]) == 1, (phase, err)
+    assert "\r" not in err
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "q", "vmi/db", "-q", fake=fake)
+    assert code == 0 and err == ""
+
+
+def test_progress_printer_repeats_a_long_wait_once_a_minute_and_rewrites_a_terminal_line():
+    now = [0.0]
+    logged = io.StringIO()
+    printer = ProgressPrinter(logged, live=False, clock=lambda: now[0])
+    for moment, done in ((0, 0), (30, 1), (61, 1), (90, 2), (122, 2)):
+        now[0] = moment
+        printer("snapshots cut", done, 3)
+    printer("writing bundle", 5, 5)
+    assert logged.getvalue().splitlines() == ["snapshots cut: 0/3", "snapshots cut: 1/3 after 61s",
+                                              "snapshots cut: 2/3 after 122s", "writing bundle: 5/5"]
+    now[0] = 0.0
+    terminal = io.StringIO()
+    printer = ProgressPrinter(terminal, live=True, clock=lambda: now[0])
+    for moment, done in ((0, 1), (0.01, 2), (5, 3), (7, 4)):
+        now[0] = moment
+        printer("freezing guests", done, 4)
+    printer.close()
+    assert terminal.getvalue() == ("\rfreezing guests: 1/4 (0s)\x1b[K\rfreezing guests: 3/4 (5s)\x1b[K"
+                                   "\rfreezing guests: 4/4 (7s)\x1b[K\n")
+
+
+def test_a_cut_after_windows_vss_let_go_is_crash_consistent():
+    pvc = Ref("", "PersistentVolumeClaim", "demo", "win-disk")
+    vmi = Ref("kubevirt.io", "VirtualMachineInstance", "demo", "win")
+    graph = Graph(roots=[vmi], objects={vmi: {}, pvc: {}},
+                  edges=[GraphEdge(vmi, pvc, "spec.volumes[0].persistentVolumeClaim.claimName", False)])
+    guest = FreezeRecord("demo", "win", "frozen", freeze_requested_at=100.0, frozen_at=100.5, thawed_at=120.0,
+                         thawed_by_guest=True)
+    late = SnapshotRecord(pvc, "win-disk-b", None, cut_seen_at=110.5)
+    assert assess_consistency(graph, [guest], [late])[0]["consistency"] == "crash-consistent"
+    assert "Windows VSS thawed the guest by itself" in late.consistency_reason and guest.consistency == \
+        "crash-consistent"
+    early = SnapshotRecord(pvc, "win-disk-b", None, cut_seen_at=109.5)
+    assert assess_consistency(graph, [guest], [early])[0]["consistency"] == "application-consistent"

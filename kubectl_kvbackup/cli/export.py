@@ -94,6 +94,7 @@ class ProgressPrinter:
             if not self.live:
                 self._line(f"{phase}: {done}/{total}")
                 return
+            self.shown = -self.every  # a new phase shows at once
         elapsed = now - self.started
         if self.live and (done == total or now - self.shown >= 0.1):
             self.stream.write(f"\r{phase}: {done}/{total} ({elapsed:.0f}s)\x1b[K")
