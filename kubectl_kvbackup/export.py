@@ -172,13 +172,16 @@ def assess_consistency(graph: Graph, records: list[FreezeRecord], snapshots: lis
     frozen), crash-consistent (and why), or no data captured — set on the snapshot and guest records too.
     Returns one row per PVC for the report."""
     by_vmi = {(r.namespace, r.name): r for r in records}
-    users: dict[Ref, list[FreezeRecord]] = {}
+    users: dict[Ref, dict[tuple[str, str], FreezeRecord]] = {}  # PVC -> the running guests using it
+    disks: dict[tuple[str, str], list[Ref]] = {}  # guest -> its PVCs
     for edge in graph.edges:
         if ((edge.source.group, edge.source.kind) == (kinds.VMI.group, kinds.VMI.kind)
                 and (edge.target.group, edge.target.kind) == (kinds.PVC.group, kinds.PVC.kind)):
-            record = by_vmi.get((edge.source.namespace, edge.source.name))
-            if record is not None and record.result != "not-running" and record not in users.get(edge.target, []):
-                users.setdefault(edge.target, []).append(record)
+            key = (edge.source.namespace, edge.source.name)
+            record = by_vmi.get(key)
+            if record is not None and record.result != "not-running" and key not in users.get(edge.target, {}):
+                users.setdefault(edge.target, {})[key] = record
+                disks.setdefault(key, []).append(edge.target)
     by_pvc = {s.pvc: s for s in snapshots}
     rows = []
     for ref, obj in graph.objects.items():
@@ -190,15 +193,15 @@ def assess_consistency(graph: Graph, records: list[FreezeRecord], snapshots: lis
         elif not users.get(ref):
             verdict = (CRASH, "no running guest uses it: as consistent as its last shutdown left it")
         else:
-            verdicts = [_guest_verdict(r, snapshot) for r in users[ref]]
+            verdicts = [_guest_verdict(r, snapshot) for r in users[ref].values()]
             verdict = next((v for v in verdicts if v[0] != APPLICATION), (APPLICATION, ""))
         if snapshot is not None:
             snapshot.consistency, snapshot.consistency_reason = verdict
         rows.append({"namespace": ref.namespace, "name": ref.name,
                      "snapshot": snapshot.name if snapshot else None, "consistency": verdict[0],
                      "reason": verdict[1] or None})
-    for record in records:
-        mine = [by_pvc[pvc] for pvc, using in users.items() if record in using and pvc in by_pvc]
+    for key, record in by_vmi.items():
+        mine = [by_pvc[pvc] for pvc in disks.get(key, []) if pvc in by_pvc]
         if not snapshots:
             record.consistency, record.consistency_reason = NO_DATA, "no --snapshot"
         elif not mine:
