@@ -95,12 +95,16 @@ def test_index_records_graph_sources_and_checksums(capsys, tmp_path):
         not in index["nodes"]
 
 
-def test_permissions_are_private_whatever_the_umask(capsys, tmp_path):
+def export_without_umask(capsys, target):
     old = os.umask(0)
     try:
-        export_demo(capsys, tmp_path / "b")
+        export_demo(capsys, target)
     finally:
         os.umask(old)
+
+
+def test_permissions_are_private_whatever_the_umask(capsys, tmp_path):
+    export_without_umask(capsys, tmp_path / "b")
     for folder, dirs, files in os.walk(tmp_path / "b"):
         assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700, folder
         for name in files:
@@ -353,11 +357,7 @@ def test_tgz_is_a_tarball_too(capsys, tmp_path):
 
 
 def test_tarball_is_streamed_private_with_each_directory_once(capsys, tmp_path):
-    old = os.umask(0)
-    try:
-        export_demo(capsys, tmp_path / "b.tar.gz")
-    finally:
-        os.umask(old)
+    export_without_umask(capsys, tmp_path / "b.tar.gz")
     assert stat.S_IMODE(os.stat(tmp_path / "b.tar.gz").st_mode) == 0o600
     with tarfile.open(tmp_path / "b.tar.gz") as tar:
         members = tar.getmembers()

@@ -137,7 +137,8 @@ def test_export_freezes_guests_with_an_agent_and_thaws_them(capsys, cluster, tmp
     assert freeze["frozenWindowSeconds"] >= freeze["snapshotCutSeconds"] >= 0 and freeze["overheadSeconds"] >= 0
     volumes = {v["name"]: v for v in freeze["volumes"]}
     assert volumes["db-disk"]["consistency"] == "application-consistent"
-    assert volumes["db-disk"]["snapshot"] == next(s["name"] for s in index["snapshots"] if s["pvc"]["name"] == "db-disk")
+    assert volumes["db-disk"]["snapshot"] == next(s["name"] for s in index["snapshots"]
+                                                  if s["pvc"]["name"] == "db-disk")
     assert index["source"]["offline"] is False and index["source"]["server"] == fake.url
     assert "vmi demo/fedora: frozen" in err and "frozen window:" in err and "snapshot cut" in err
     assert "pvc demo/db-disk (snapshot db-disk-" in err and ": application-consistent" in err

@@ -159,9 +159,9 @@ def run(args: argparse.Namespace) -> int:
     snapshot_timeout = parse_duration(args.snapshot_timeout) or 600.0
     options = ExportOptions(backup_name=args.name or backup_name_from(created), freeze=args.freeze,
                             unfreeze_timeout=go_duration(unfreeze), parallel=args.parallel, snapshot=args.snapshot,
-                            snapshot_class=args.snapshot_class,
-                            snapshot_timeout=snapshot_timeout,
-                            cut_timeout=min(cut_deadline(unfreeze), snapshot_timeout), key=key, exclude_secrets=args.exclude_secrets)
+                            snapshot_class=args.snapshot_class, snapshot_timeout=snapshot_timeout,
+                            cut_timeout=min(cut_deadline(unfreeze), snapshot_timeout), key=key,
+                            exclude_secrets=args.exclude_secrets)
     printer = None if args.quiet else ProgressPrinter(sys.stderr, sys.stderr.isatty())
     try:
         index = export_selected(args, options, key, printer or silent)
