@@ -17,7 +17,7 @@ from .clock import Progress, now_iso
 from .cluster import Connection, KubeError, collection_path
 from .crypto import ALGORITHM, key_id
 from .freeze import (FREEZABLE, FROZEN_BY_OTHER, VSS_FREEZE_LIMIT, VSS_WINDOW, FreezeRecord, GuestFreezer,
-                     guest_state)
+                     guest_state, signals_deferred)
 from .graph.walk import Graph
 from .refs import Ref
 from .snapshots import (SnapshotRecord, create_snapshots, cut, delete_snapshots, read_contents, wait_for,
@@ -273,7 +273,7 @@ def export(graph: Graph, writer: BundleWriter, options: ExportOptions, source: O
     pvcs = [ref for ref, obj in graph.objects.items()
             if obj is not None and (ref.group, ref.kind) == (kinds.PVC.group, kinds.PVC.kind)]
     snapshots: list[SnapshotRecord] = []
-    thaw_failures: list[FreezeRecord] = []
+    freezer: GuestFreezer | None = None
     window = cut_wait = None
     note = ""
     try:
@@ -291,21 +291,20 @@ def export(graph: Graph, writer: BundleWriter, options: ExportOptions, source: O
             mode = options.freeze
             if options.freeze == "required":  # fail before freezing anything when the status already says so
                 check_required(unfrozen_records(vmis, ""))
-            with GuestFreezer(connection, options.unfreeze_timeout, options.parallel, progress, warn) as freezer:
-                records = freezer.freeze(current_vmis(connection, vmis))
-                if options.freeze == "required":
-                    check_required(records)
-                started = time.time()
-                create_snapshots(connection, pvcs, options.backup_name, options.snapshot_class, snapshots,
-                                 options.parallel)
-                late = wait_for(connection, snapshots, options.backup_name, cut, options.cut_timeout,
-                                "snapshots cut", progress)
-                cut_wait = time.time() - started
-                if late:
-                    warn(f"warning: {len(late)} snapshot(s) not cut within {options.cut_timeout:.0f}s: guests thawed "
-                         "anyway, those snapshots are crash-consistent")
-                freezer.thaw()
-            thaw_failures = freezer.thaw_failures()
+            freezer = GuestFreezer(connection, options.unfreeze_timeout, options.parallel, progress, warn)
+            records = freezer.freeze(current_vmis(connection, vmis))
+            if options.freeze == "required":
+                check_required(records)
+            started = time.time()
+            create_snapshots(connection, pvcs, options.backup_name, options.snapshot_class, snapshots,
+                             options.parallel)
+            late = wait_for(connection, snapshots, options.backup_name, cut, options.cut_timeout, "snapshots cut",
+                            progress)
+            cut_wait = time.time() - started
+            if late:
+                warn(f"warning: {len(late)} snapshot(s) not cut within {options.cut_timeout:.0f}s: guests thawed "
+                     "anyway, those snapshots are crash-consistent")
+            freezer.thaw()
             window = freezer.frozen_window()
         if snapshots:
             wait_until_ready(connection, snapshots, options.backup_name, options.snapshot_timeout, progress)
@@ -317,9 +316,15 @@ def export(graph: Graph, writer: BundleWriter, options: ExportOptions, source: O
         index = build_index(graph, nodes, options, source, report, snapshots)
         writer.commit(index, stdout)
     except BaseException:
-        if snapshots:
-            delete_snapshots(connection, snapshots, warn)
+        # the whole clean-up with Ctrl-C and SIGTERM held: a second one, or one that arrived during the thaw,
+        # is acted on once the guests are thawed and the snapshots deleted
+        with signals_deferred():
+            if freezer is not None:
+                freezer.thaw()
+            if snapshots:
+                delete_snapshots(connection, snapshots, warn)
         raise
+    thaw_failures = freezer.thaw_failures() if freezer is not None else []
     if thaw_failures:
         names = ", ".join(f"{r.namespace}/{r.name}" for r in thaw_failures)
         raise KubeError(f"error: the bundle was written, but {len(thaw_failures)} guest(s) could not be thawed: "

@@ -1,9 +1,9 @@
 """Guest filesystem freeze and thaw through KubeVirt's ``subresources.kubevirt.io`` API.
 
 A frozen guest stops writing, so a snapshot or copy taken meanwhile is filesystem-consistent. Every guest frozen is
-thawed on every exit path: ``GuestFreezer`` is a context manager whose exit thaws whatever a freeze was attempted on,
-after in-flight freezes finish; KubeVirt's ``unfreezeTimeout`` thaws the guest server-side should this process die
-outright (SIGKILL, power loss).
+thawed on every exit path: callers call ``GuestFreezer.thaw`` when done and again from their error path, with
+``signals_deferred`` held; it thaws whatever a freeze was attempted on, after in-flight freezes finish, and only once.
+KubeVirt's ``unfreezeTimeout`` thaws the guest server-side should this process die outright (SIGKILL, power loss).
 """
 
 from __future__ import annotations
@@ -122,8 +122,8 @@ def subresource_path(namespace: str, name: str, verb: str) -> str:
 class GuestFreezer:
     """Freezes guests in bounded parallel and always thaws them.
 
-    ``with GuestFreezer(...) as freezer: freezer.freeze(vmis); ...; freezer.thaw()`` — the explicit ``thaw`` ends
-    the frozen window as early as possible; leaving the block thaws anything still frozen.
+    ``freezer.freeze(vmis); ...; freezer.thaw()``, and ``freezer.thaw()`` on every error path too: a thaw skips the
+    guests already thawed, so calling it again is cheap.
     """
 
     def __init__(self, connection: Connection, unfreeze_timeout: str = "5m0s", parallel: int = 4,
@@ -139,12 +139,6 @@ class GuestFreezer:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._done = 0
-
-    def __enter__(self) -> "GuestFreezer":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.thaw()
 
     def _freeze_one(self, record: FreezeRecord) -> None:
         with self._lock:

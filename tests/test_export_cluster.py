@@ -442,6 +442,7 @@ def test_a_second_interrupt_during_the_thaw_does_not_cut_it_short(cluster, tmp_p
     assert process.returncode in (130, 143), err
     assert fake.frozen_vmis() == set()
     assert sorted(calls(fake)) == [("cache", "freeze"), ("cache", "unfreeze"), ("db", "freeze"), ("db", "unfreeze")]
+    assert fake.objects(*SNAPSHOTS) == [], err  # nor does it cut the snapshots' deletion short
     assert "Traceback" not in err
 
 
