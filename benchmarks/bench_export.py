@@ -32,18 +32,18 @@ from tests.fakeapi import FakeKubeAPI  # noqa: E402
 
 ROUNDS = 3
 #: The baseline: `kubectl get` of each listed collection, as YAML, one file per collection.
+#: The same serialiser as the export, so that the ratio measures what export adds.
 BASELINE = """
-import os, sys, time, yaml
+import os, sys
+from kubectl_kvbackup.bundle import dump_yaml
 from kubectl_kvbackup.cluster import ConnectionOptions, connect
 kubeconfig, folder, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
 connection = connect(ConnectionOptions(kubeconfig=kubeconfig))
-dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 os.mkdir(folder)
 for number, path in enumerate(paths):
     items = list(connection.list_pages(path))
-    with open(os.path.join(folder, f"{number}.yaml"), "w") as f:
-        yaml.dump({"apiVersion": "v1", "kind": "List", "items": items}, f, Dumper=dumper, sort_keys=False,
-                  default_flow_style=False)
+    with open(os.path.join(folder, f"{number}.yaml"), "wb") as f:
+        f.write(dump_yaml({"apiVersion": "v1", "kind": "List", "items": items}))
 """
 
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from kubectl_kvbackup import rules
-from kubectl_kvbackup.bundle import read_bundle
+from kubectl_kvbackup.bundle import dump_yaml, read_bundle
 from kubectl_kvbackup.cli.main import main
 
 from .helpers import EXAMPLES, REPO
@@ -375,3 +375,9 @@ def test_a_failed_tarball_export_leaves_no_partial_archive(capsys, tmp_path):
                        "--to", str(tmp_path / "b.tar.gz"))
     assert code == 1 and "not found" in err
     assert os.listdir(tmp_path) == []
+
+
+def test_manifests_spell_shared_values_out():
+    shared = {"name": "data"}
+    text = dump_yaml({"volumes": [shared], "disks": [shared]}).decode()
+    assert "&" not in text and "*" not in text and text.count("name: data") == 2
