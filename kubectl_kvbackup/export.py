@@ -14,12 +14,13 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator
 from . import __version__, kinds, rules
 from .bundle import FORMAT, FORMAT_VERSION, ORIGINAL, RESOURCES, BundleWriter, dump_yaml, object_path
 from .clock import Progress, now_iso
-from .cluster import Connection, KubeError, collection_path
+from .cluster import ApiError, Connection, KubeError, collection_path
+from .cluster import object_path as api_path
 from .crypto import ALGORITHM, key_id
 from .freeze import (FREEZABLE, FROZEN_BY_OTHER, VSS_FREEZE_LIMIT, VSS_WINDOW, FreezeRecord, GuestFreezer,
                      guest_state, signals_deferred)
 from .graph.walk import Graph
-from .refs import Ref
+from .refs import Ref, ref_of
 from .snapshots import (SnapshotRecord, create_snapshots, cut, delete_snapshots, read_contents, wait_for,
                         wait_until_ready)
 
@@ -132,19 +133,27 @@ def running_vmis(graph: Graph) -> list[Obj]:
 
 
 def current_vmis(connection: Connection, vmis: list[Obj]) -> list[Obj]:
-    """The graph's VMIs as they are now, one LIST per namespace: whether someone else froze a guest
-    (``status.fsFreezeStatus``) is read right before freezing, not when the graph was walked."""
-    wanted = {((v.get("metadata") or {}).get("namespace", ""), (v.get("metadata") or {}).get("name", ""))
-              for v in vmis}
-    current: dict[tuple[str, str], Obj] = {}
-    for namespace in sorted({ns for ns, _ in wanted}):
-        for vmi in connection.list_pages(collection_path(kinds.VMI, kinds.VMI.version, namespace)):
-            key = (namespace, (vmi.get("metadata") or {}).get("name", ""))
-            if key in wanted:
-                current[key] = vmi
+    """The graph's VMIs as they are now: whether someone else froze a guest (``status.fsFreezeStatus``) is read
+    right before freezing, not when the graph was walked. One LIST per namespace, or one GET per VMI for a user
+    who may get but not list them."""
+    refs = [ref_of(v) for v in vmis]
+    current: dict[Ref, Obj] = {}
+    for namespace in sorted({r.namespace for r in refs}):
+        try:
+            for vmi in connection.list_pages(collection_path(kinds.VMI, kinds.VMI.version, namespace)):
+                current[Ref.of(kinds.VMI, namespace, vmi["metadata"]["name"])] = vmi
+        except ApiError as error:
+            if error.status != 403:
+                raise
+            for ref in (r for r in refs if r.namespace == namespace):
+                try:
+                    current[ref] = connection.request("GET", api_path(kinds.VMI, kinds.VMI.version, namespace,
+                                                                      ref.name))
+                except ApiError as missing:
+                    if missing.status != 404:
+                        raise
     # a VMI gone since the walk keeps its old object: its freeze then answers 404 and is recorded
-    return [current.get(((v.get("metadata") or {}).get("namespace", ""), (v.get("metadata") or {}).get("name", "")),
-                        v) for v in vmis]
+    return [current.get(ref, vmi) for ref, vmi in zip(refs, vmis)]
 
 
 APPLICATION = "application-consistent"

@@ -321,6 +321,38 @@ def test_a_guest_someone_else_froze_is_neither_frozen_nor_thawed(capsys, cluster
     assert code == 1 and "frozen-by-other" in err and fake.frozen_vmis() == {("demo", "db")}
 
 
+def test_whether_someone_else_froze_a_guest_is_read_right_before_freezing(capsys, cluster, tmp_path):
+    fake, kubeconfig = cluster
+    fake.inject("GET", r"/virtualmachineinstances$", times=1)  # the walk's LIST, answered at once
+    fake.inject("GET", r"/virtualmachineinstances$", delay=5, times=1)  # the LIST right before freezing
+
+    def snapshot_of_db_freezes_it_meanwhile():
+        wait_until(lambda: len([r for r in fake.requests if r.path.endswith("/virtualmachineinstances")]) == 2,
+                   "the export's second LIST of VMIs")
+        vmi = fake.get_object("kubevirt.io", "VirtualMachineInstance", "demo", "db")
+        fake.add({**vmi, "status": {**vmi["status"], "fsFreezeStatus": "frozen"}})
+
+    other = threading.Thread(target=snapshot_of_db_freezes_it_meanwhile, daemon=True)
+    other.start()
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", "vmi/cache", fake=fake)
+    other.join()
+    assert code == 0, err
+    assert sorted(calls(fake)) == [("cache", "freeze"), ("cache", "unfreeze")]
+    assert fake.frozen_vmis() == {("demo", "db")}
+
+
+def test_a_user_who_may_get_but_not_list_vmis_still_sees_who_froze_them(capsys, cluster, tmp_path):
+    fake, _ = cluster
+    kubeconfig = fake.write_kubeconfig(str(tmp_path / "carol.kubeconfig"), namespace="demo", user="carol")
+    fake.deny("carol", "list", "kubevirt.io", "virtualmachineinstances")
+    vmi = fake.get_object("kubevirt.io", "VirtualMachineInstance", "demo", "db")
+    fake.add({**vmi, "status": {**vmi["status"], "fsFreezeStatus": "frozen"}})
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", "vmi/cache", fake=fake)
+    assert code == 0, err
+    assert sorted(calls(fake)) == [("cache", "freeze"), ("cache", "unfreeze")]
+    assert fake.frozen_vmis() == {("demo", "db")}
+
+
 def test_a_guest_frozen_by_someone_else_fails_freeze_required_before_any_freeze(capsys, cluster, tmp_path):
     fake, kubeconfig = cluster
     vmi = fake.get_object("kubevirt.io", "VirtualMachineInstance", "demo", "db")
