@@ -47,8 +47,9 @@ for number, path in enumerate(paths):
 """
 
 
-def timed(argv: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS in MiB of one process."""
+def timed(argv: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system: steadier than wall time on a shared machine) and peak RSS in MiB
+    of one process."""
     started = time.perf_counter()
     process = subprocess.Popen(argv, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
@@ -57,7 +58,7 @@ def timed(argv: list[str]) -> tuple[float, float]:
     stderr = process.stderr.read().decode() if process.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"failed: {argv}\n{stderr}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def listed_paths(api: FakeKubeAPI) -> list[str]:
@@ -82,18 +83,21 @@ def bench_export(count: int) -> None:
         paths = listed_paths(api)
         files = len(read_bundle(os.path.join(tmp, "warm-up")).index["files"])
         print(f"export --all of {count} VMs: {requests} API requests ({len(paths)} LISTs), {files} files")
-        results: dict[str, list[tuple[float, float]]] = {"baseline": [], "directory": [], ".tar.gz": []}
+        results: dict[str, list[tuple[float, float, float]]] = {"baseline": [], "directory": [], ".tar.gz": []}
         for round_ in range(ROUNDS):
             results["baseline"].append(timed([sys.executable, "-c", BASELINE, kubeconfig,
                                               os.path.join(tmp, f"kubectl-{round_}"), *paths]))
             results["directory"].append(timed(export + [os.path.join(tmp, f"dir-{round_}")]))
             results[".tar.gz"].append(timed(export + [os.path.join(tmp, f"tar-{round_}.tar.gz")]))
-        baseline = min(wall for wall, _ in results["baseline"])
+        baseline = min(wall for wall, _, _ in results["baseline"])
+        baseline_cpu = min(cpu for _, cpu, _ in results["baseline"])
         for what, runs in results.items():
-            wall = min(w for w, _ in runs)
-            memory = max(m for _, m in runs)
-            ratio = "" if what == "baseline" else f", {wall / baseline:.2f}x the baseline"
-            print(f"  {what:10} best of {ROUNDS}: {wall:.2f} s{ratio}, peak memory {memory:.0f} MiB")
+            wall = min(w for w, _, _ in runs)
+            cpu = min(c for _, c, _ in runs)
+            memory = max(m for _, _, m in runs)
+            ratio = "" if what == "baseline" else \
+                f" ({wall / baseline:.2f}x the baseline; CPU {cpu / baseline_cpu:.2f}x)"
+            print(f"  {what:10} best of {ROUNDS}: {wall:.2f} s, CPU {cpu:.2f} s{ratio}, peak memory {memory:.0f} MiB")
 
 
 def quiet_main(argv: list[str]) -> None:
