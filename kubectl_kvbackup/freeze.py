@@ -138,7 +138,6 @@ class GuestFreezer:
         self._attempted: list[FreezeRecord] = []
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self._done = 0
 
     def _freeze_one(self, record: FreezeRecord) -> None:
         with self._lock:

@@ -557,3 +557,13 @@ def test_a_cut_after_windows_vss_let_go_is_crash_consistent():
         "crash-consistent"
     early = SnapshotRecord(pvc, "win-disk-b", None, cut_seen_at=109.5)
     assert assess_consistency(graph, [guest], [early])[0]["consistency"] == "application-consistent"
+
+
+def test_without_access_to_snapshot_contents_the_export_says_what_to_grant(capsys, cluster, tmp_path):
+    fake, _ = cluster
+    kubeconfig = fake.write_kubeconfig(str(tmp_path / "dave.kubeconfig"), namespace="demo", user="dave")
+    fake.deny("dave", "get", "snapshot.storage.k8s.io", "volumesnapshotcontents")
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", fake=fake)
+    assert code == 1 and "needs get on volumesnapshotcontents" in err and "Traceback" not in err
+    assert fake.objects(*SNAPSHOTS) == [] and fake.frozen_vmis() == set()
+    assert not (tmp_path / "b").exists()
