@@ -1,9 +1,13 @@
-"""Timestamps as Kubernetes writes them: RFC 3339, UTC."""
+"""Timestamps as Kubernetes writes them (RFC 3339, UTC), and the callback long steps report progress through."""
 
 from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
+from typing import Callable
+
+#: progress(phase, done, total): a step of ``total`` items has finished ``done``; the CLI prints it
+Progress = Callable[[str, int, int], None]
 
 
 def iso(moment: float | None) -> str | None:

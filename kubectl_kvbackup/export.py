@@ -1,23 +1,28 @@
 """Export: the graph's objects, the export-time rules, guest freeze/thaw and snapshots, written as a bundle.
 
-``plan_entries`` and ``build_index`` are pure; ``export`` sequences the I/O: freeze, snapshot, thaw, wait, write.
+``plan_entries``, ``build_index`` and ``assess_consistency`` are pure; ``export`` sequences the I/O: freeze,
+snapshot, wait for the cut, thaw, wait until ready, write.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from . import __version__, kinds, rules
 from .bundle import FORMAT, FORMAT_VERSION, ORIGINAL, RESOURCES, SHARED, BundleWriter, dump_yaml, object_path
-from .clock import now_iso
-from .cluster import Connection, KubeError
+from .clock import Progress, now_iso
+from .cluster import ApiError, Connection, KubeError, collection_path
+from .cluster import object_path as api_path
 from .crypto import ALGORITHM, key_id
-from .freeze import FREEZABLE, FreezeRecord, GuestFreezer, guest_state
+from .freeze import (FREEZABLE, FROZEN_BY_OTHER, VSS_FREEZE_LIMIT, VSS_WINDOW, FreezeRecord, GuestFreezer,
+                     guest_state, signals_deferred)
 from .graph.walk import Graph
 from .refs import Ref, ref_of
-from .snapshots import SnapshotRecord, create_snapshots, delete_snapshots, wait_until_ready
+from .snapshots import (SnapshotRecord, create_snapshots, cut, delete_snapshots, read_contents, wait_for,
+                        wait_until_ready)
 
 Obj = dict[str, Any]
 
@@ -31,6 +36,7 @@ class ExportOptions:
     snapshot: bool = False
     snapshot_class: str | None = None
     snapshot_timeout: float = 600.0
+    cut_timeout: float = 150.0  # see cut_deadline
     key: bytes | None = None
     exclude_secrets: bool = False
 
@@ -41,10 +47,9 @@ class Entry:
 
     ref: Ref
     original: Obj | None  # None: synthesized, never read from the cluster
-    restore: Obj | None  # apply-ready object; None when it is not to be restored or is excluded
+    restore: Obj | None  # apply-ready object; None when it is not to be restored
     decision: rules.Decision
     secret: bool
-    excluded: bool = False
     shared: bool = False
     data: str | None = None  # PVCs: what the bundle holds of their data, "snapshot" or "none"
 
@@ -94,39 +99,40 @@ def plan_entries(graph: Graph, options: ExportOptions, snapshots: list[SnapshotR
     for ref, obj in [*found, *synthesized.items()]:
         exported, decision = rules.export_object(obj, lookup, snapshot_of.__contains__)
         secret = (ref.group, ref.kind) == (kinds.SECRET.group, kinds.SECRET.kind)
-        excluded = secret and options.exclude_secrets
-        if excluded:
-            decision = rules.Decision(False, "secret-excluded", "left out with --exclude-secrets: create it "
-                                                                "before restoring")
         restore = apply_ready(exported, options.backup_name, snapshot_of.get(ref)) if decision.restore else None
-        entries.append(Entry(ref, None if ref in synthesized else obj, restore, decision, secret, excluded,
+        entries.append(Entry(ref, None if ref in synthesized else obj, restore, decision, secret,
                              shared=rules.is_shared(ref, workload_namespaces),
                              data=("snapshot" if ref in snapshot_of else "none") if is_pvc(ref) else None))
     return entries
 
 
-def write_entries(writer: BundleWriter, entries: list[Entry]) -> list[Obj]:
+def excluded_nodes(graph: Graph) -> list[Obj]:
+    """Index records of the nodes never read (``--exclude-secrets``): whether they exist is not known."""
+    return [{**ref.to_dict(), "found": None, "restore": False, "rule": "secret-excluded",
+             "reason": "left out with --exclude-secrets, never read: create it before restoring",
+             "encrypted": False, "excluded": True} for ref in graph.unread]
+
+
+def write_entries(writer: BundleWriter, entries: Iterable[Entry]) -> list[Obj]:
     """Write each entry's files; returns the index's node records."""
     nodes = []
     for entry in entries:
+        encrypt = entry.secret and writer.key is not None
         node: Obj = {**entry.ref.to_dict(), "found": True, "restore": entry.decision.restore,
                      "rule": entry.decision.rule or None, "reason": entry.decision.reason or None,
-                     "encrypted": entry.secret and writer.key is not None and not entry.excluded,
-                     "excluded": entry.excluded}
+                     "encrypted": encrypt, "excluded": False}
         if entry.shared:
             node["shared"] = True
         if entry.original is None:
             node["synthesized"] = True
         if entry.data is not None:
             node["data"] = entry.data
-        if not entry.excluded:
-            encrypt = node["encrypted"]
-            if entry.original is not None:
-                node["original"] = object_path(ORIGINAL, entry.ref, encrypt)
-                writer.write(node["original"], dump_yaml(entry.original), encrypt)
-            if entry.restore is not None:
-                node["file"] = object_path(SHARED if entry.shared else RESOURCES, entry.ref, encrypt)
-                writer.write(node["file"], dump_yaml(entry.restore), encrypt)
+        if entry.original is not None:
+            node["original"] = object_path(ORIGINAL, entry.ref, encrypt)
+            writer.write(node["original"], dump_yaml(entry.original), encrypt)
+        if entry.restore is not None:
+            node["file"] = object_path(SHARED if entry.shared else RESOURCES, entry.ref, encrypt)
+            writer.write(node["file"], dump_yaml(entry.restore), encrypt)
         nodes.append(node)
     return nodes
 
@@ -161,11 +167,109 @@ def running_vmis(graph: Graph) -> list[Obj]:
             if obj is not None and (ref.group, ref.kind) == (kinds.VMI.group, kinds.VMI.kind)]
 
 
+def current_vmis(connection: Connection, vmis: list[Obj]) -> list[Obj]:
+    """The graph's VMIs as they are now: whether someone else froze a guest (``status.fsFreezeStatus``) is read
+    right before freezing, not when the graph was walked. One LIST per namespace, or one GET per VMI for a user
+    who may get but not list them."""
+    refs = [ref_of(v) for v in vmis]
+    current: dict[Ref, Obj] = {}
+    for namespace in sorted({r.namespace for r in refs}):
+        try:
+            for vmi in connection.list_pages(collection_path(kinds.VMI, kinds.VMI.version, namespace)):
+                current[Ref.of(kinds.VMI, namespace, vmi["metadata"]["name"])] = vmi
+        except ApiError as error:
+            if error.status != 403:
+                raise
+            for ref in (r for r in refs if r.namespace == namespace):
+                try:
+                    current[ref] = connection.request("GET", api_path(kinds.VMI, kinds.VMI.version, namespace,
+                                                                      ref.name))
+                except ApiError as missing:
+                    if missing.status != 404:
+                        raise
+    # a VMI gone since the walk keeps its old object: its freeze then answers 404 and is recorded
+    return [current.get(ref, vmi) for ref, vmi in zip(refs, vmis)]
+
+
+APPLICATION = "application-consistent"
+CRASH = "crash-consistent"
+NO_DATA = "no data captured"
+
+
+def _guest_verdict(record: FreezeRecord, snapshot: SnapshotRecord) -> tuple[str, str]:
+    """What one guest's state at the cut makes of one snapshot of its disks."""
+    if record.result != "frozen":
+        return CRASH, f"vmi {record.namespace}/{record.name}: {record.result}" + (
+            f" ({record.reason})" if record.reason else "")
+    if snapshot.cut_seen_at is None or record.thawed_at is None or snapshot.cut_seen_at > record.thawed_at:
+        return CRASH, (f"vmi {record.namespace}/{record.name} was thawed before the snapshot was cut (no "
+                       "status.creationTime in time)")
+    if record.thawed_by_guest and (record.freeze_requested_at is None
+                                   or snapshot.cut_seen_at > record.freeze_requested_at + VSS_WINDOW):
+        return CRASH, (f"vmi {record.namespace}/{record.name}: Windows VSS thawed the guest by itself after about "
+                       f"{VSS_WINDOW:.0f}s, before the cut ({VSS_FREEZE_LIMIT})")
+    return APPLICATION, ""
+
+
+def assess_consistency(graph: Graph, records: list[FreezeRecord], snapshots: list[SnapshotRecord]) -> list[Obj]:
+    """What each PVC of the graph got — application-consistent (cut while every running guest using it was
+    frozen), crash-consistent (and why), or no data captured — set on the snapshot and guest records too.
+    Returns one row per PVC for the report."""
+    by_vmi = {(r.namespace, r.name): r for r in records}
+    users: dict[Ref, dict[tuple[str, str], FreezeRecord]] = {}  # PVC -> the running guests using it
+    disks: dict[tuple[str, str], list[Ref]] = {}  # guest -> its PVCs
+    for edge in graph.edges:
+        if ((edge.source.group, edge.source.kind) == (kinds.VMI.group, kinds.VMI.kind)
+                and (edge.target.group, edge.target.kind) == (kinds.PVC.group, kinds.PVC.kind)):
+            key = (edge.source.namespace, edge.source.name)
+            record = by_vmi.get(key)
+            if record is not None and record.result != "not-running" and key not in users.get(edge.target, {}):
+                users.setdefault(edge.target, {})[key] = record
+                disks.setdefault(key, []).append(edge.target)
+    by_pvc = {s.pvc: s for s in snapshots}
+    rows = []
+    for ref, obj in graph.objects.items():
+        if obj is None or (ref.group, ref.kind) != (kinds.PVC.group, kinds.PVC.kind):
+            continue
+        snapshot = by_pvc.get(ref)
+        if snapshot is None:
+            verdict = (NO_DATA, "no --snapshot: the bundle holds the objects, not the disk data")
+        elif not users.get(ref):
+            verdict = (CRASH, "no running guest uses it: as consistent as its last shutdown left it")
+        else:
+            verdicts = [_guest_verdict(r, snapshot) for r in users[ref].values()]
+            verdict = next((v for v in verdicts if v[0] != APPLICATION), (APPLICATION, ""))
+        if snapshot is not None:
+            snapshot.consistency, snapshot.consistency_reason = verdict
+        rows.append({"namespace": ref.namespace, "name": ref.name,
+                     "snapshot": snapshot.name if snapshot else None, "consistency": verdict[0],
+                     "reason": verdict[1] or None})
+    for key, record in by_vmi.items():
+        mine = [by_pvc[pvc] for pvc in disks.get(key, []) if pvc in by_pvc]
+        if not snapshots:
+            record.consistency, record.consistency_reason = NO_DATA, "no --snapshot"
+        elif not mine:
+            record.consistency, record.consistency_reason = NO_DATA, "none of its disks is a PVC of the backup"
+        else:
+            worst = next((s for s in mine if s.consistency != APPLICATION), None)
+            record.consistency = worst.consistency if worst else APPLICATION
+            record.consistency_reason = worst.consistency_reason if worst else ""
+    return rows
+
+
 def freeze_report(mode: str, options: ExportOptions, records: list[FreezeRecord], window: float | None,
-                  note: str = "") -> Obj:
+                  volumes: list[Obj], cut_wait: float | None = None, note: str = "") -> Obj:
+    """The index's ``freeze``: per guest and per PVC what was done, and how long guests stayed frozen — the
+    snapshot-cut latency plus kvbackup's own overhead."""
+    for record in records:
+        if record.frozen_for is not None and cut_wait is not None:
+            record.overhead = max(0.0, record.frozen_for - cut_wait)
+    overhead = None if window is None or cut_wait is None else max(0.0, window - cut_wait)
     return {"mode": mode, "unfreezeTimeout": options.unfreeze_timeout, "parallel": options.parallel,
-            "frozenWindowSeconds": None if window is None else round(window, 3), "note": note or None,
-            "vmis": [r.to_dict() for r in records]}
+            "frozenWindowSeconds": None if window is None else round(window, 3),
+            "snapshotCutSeconds": None if cut_wait is None else round(cut_wait, 3),
+            "overheadSeconds": None if overhead is None else round(overhead, 3),
+            "note": note or None, "vmis": [r.to_dict() for r in records], "volumes": volumes}
 
 
 def unfrozen_records(vmis: list[Obj], reason: str, offline: bool = False) -> list[FreezeRecord]:
@@ -180,58 +284,90 @@ def unfrozen_records(vmis: list[Obj], reason: str, offline: bool = False) -> lis
 
 
 def check_required(records: list[FreezeRecord]) -> None:
-    """``--freeze=required``: every running guest must be frozen (a paused one is already quiescent)."""
-    failed = [r for r in records if r.result in ("no-agent", "failed")]
+    """``--freeze=required``: every running guest must be frozen by us (a paused one is already quiescent)."""
+    failed = [r for r in records if r.result in ("no-agent", "failed", FROZEN_BY_OTHER)]
     if failed:
         details = "; ".join(f"{r.namespace}/{r.name}: {r.result} ({r.reason})" for r in failed)
         raise KubeError(f"error: --freeze=required and {len(failed)} running VMI(s) could not be frozen: {details}. "
                         "Install and start the QEMU guest agent, or use --freeze=auto for a crash-consistent backup")
 
 
-def export(graph: Graph, writer: BundleWriter, options: ExportOptions, source: Obj, connection: Connection | None,
-           progress: Callable[[str], None], warn: Callable[[str], None], stdout: BinaryIO | None = None) -> Obj:
-    """Freeze, snapshot, thaw, wait, write: the frozen window holds only the snapshot creations.
+def counted(entries: list[Entry], phase: str, progress: Progress) -> Iterator[Entry]:
+    """The entries, reporting how many were consumed."""
+    for done, entry in enumerate(entries, 1):
+        yield entry
+        progress(phase, done, len(entries))
 
-    Snapshots of an export that fails are deleted; a guest that could not be thawed fails the export after the
-    bundle is written (the bundle is good; the guest needs attention)."""
+
+def cut_deadline(unfreeze_timeout: float) -> float:
+    """How long guests stay frozen waiting for the snapshot cut: well inside KubeVirt's own unfreeze timeout, so
+    that kvbackup, not the timeout, thaws them and knows the snapshots were cut late."""
+    return max(0.5, unfreeze_timeout / 2)
+
+
+def export(graph: Graph, writer: BundleWriter, options: ExportOptions, source: Obj, connection: Connection | None,
+           progress: Progress, warn: Callable[[str], None], stdout: BinaryIO | None = None) -> Obj:
+    """Freeze, snapshot, wait for the cut, thaw, wait until ready, write.
+
+    Guests are frozen only around a data step (``--snapshot``) and thawed once every snapshot is cut, or at the
+    cut deadline (those snapshots are then crash-consistent). Snapshots of an export that fails are deleted; a
+    guest that could not be thawed fails the export after the bundle is written (the bundle is good; the guest
+    needs attention)."""
     vmis = running_vmis(graph)
     pvcs = [ref for ref, obj in graph.objects.items() if obj is not None and is_pvc(ref)]
     snapshots: list[SnapshotRecord] = []
-    thaw_failures: list[FreezeRecord] = []
+    freezer: GuestFreezer | None = None
+    window = cut_wait = None
+    note = ""
     try:
         if connection is None:
-            report = freeze_report("never", options, unfrozen_records(vmis, "offline export: no cluster",
-                                                                      offline=True), None,
-                                   "offline export from manifests: no guest was frozen")
-        elif options.freeze == "never":
-            report = freeze_report("never", options, unfrozen_records(vmis, "--freeze=never"), None)
+            mode, records = "never", unfrozen_records(vmis, "offline export: no cluster", offline=True)
+            note = "offline export from manifests: no guest was frozen"
+        elif options.freeze == "never" or not options.snapshot:
+            mode = options.freeze
+            records = unfrozen_records(vmis, "--freeze=never" if options.freeze == "never" else
+                                       "no --snapshot: a freeze protects nothing without a data step")
             if options.snapshot:
-                snapshots = create_snapshots(connection, pvcs, options.backup_name, options.snapshot_class,
-                                             options.parallel)
+                create_snapshots(connection, pvcs, options.backup_name, options.snapshot_class, snapshots,
+                                 options.parallel)
         else:
+            mode = options.freeze
             if options.freeze == "required":  # fail before freezing anything when the status already says so
                 check_required(unfrozen_records(vmis, ""))
-            with GuestFreezer(connection, options.unfreeze_timeout, options.parallel, progress, warn) as freezer:
-                records = freezer.freeze(vmis)
-                if options.freeze == "required":
-                    check_required(records)
-                if options.snapshot:
-                    snapshots = create_snapshots(connection, pvcs, options.backup_name, options.snapshot_class,
-                                                 options.parallel)
-                    progress(f"created {len(snapshots)} VolumeSnapshot(s)")
-                freezer.thaw()
-            thaw_failures = freezer.thaw_failures()
-            report = freeze_report(options.freeze, options, records, freezer.frozen_window())
+            freezer = GuestFreezer(connection, options.unfreeze_timeout, options.parallel, progress, warn)
+            records = freezer.freeze(current_vmis(connection, vmis))
+            if options.freeze == "required":
+                check_required(records)
+            started = time.time()
+            create_snapshots(connection, pvcs, options.backup_name, options.snapshot_class, snapshots,
+                             options.parallel)
+            late = wait_for(connection, snapshots, options.backup_name, cut, options.cut_timeout, "snapshots cut",
+                            progress)
+            cut_wait = time.time() - started
+            if late:
+                warn(f"warning: {len(late)} snapshot(s) not cut within {options.cut_timeout:.0f}s: guests thawed "
+                     "anyway, those snapshots are crash-consistent")
+            freezer.thaw()
+            window = freezer.frozen_window()
         if snapshots:
             wait_until_ready(connection, snapshots, options.backup_name, options.snapshot_timeout, progress)
-        nodes = write_entries(writer, plan_entries(graph, options, snapshots))
-        progress(f"wrote {len(writer.files)} files")
+            read_contents(connection, snapshots, options.parallel)
+        report = freeze_report(mode, options, records, window, assess_consistency(graph, records, snapshots),
+                               cut_wait, note)
+        entries = plan_entries(graph, options, snapshots)
+        nodes = write_entries(writer, counted(entries, "writing bundle", progress)) + excluded_nodes(graph)
         index = build_index(graph, nodes, options, source, report, snapshots)
         writer.commit(index, stdout)
     except BaseException:
-        if snapshots:
-            delete_snapshots(connection, snapshots, warn)
+        # the whole clean-up with Ctrl-C and SIGTERM held: a second one, or one that arrived during the thaw,
+        # is acted on once the guests are thawed and the snapshots deleted
+        with signals_deferred():
+            if freezer is not None:
+                freezer.thaw()
+            if snapshots:
+                delete_snapshots(connection, snapshots, warn)
         raise
+    thaw_failures = freezer.thaw_failures() if freezer is not None else []
     if thaw_failures:
         names = ", ".join(f"{r.namespace}/{r.name}" for r in thaw_failures)
         raise KubeError(f"error: the bundle was written, but {len(thaw_failures)} guest(s) could not be thawed: "

@@ -1,9 +1,9 @@
 """Guest filesystem freeze and thaw through KubeVirt's ``subresources.kubevirt.io`` API.
 
 A frozen guest stops writing, so a snapshot or copy taken meanwhile is filesystem-consistent. Every guest frozen is
-thawed on every exit path: ``GuestFreezer`` is a context manager whose exit thaws whatever a freeze was attempted on,
-after in-flight freezes finish; KubeVirt's ``unfreezeTimeout`` thaws the guest server-side should this process die
-outright (SIGKILL, power loss).
+thawed on every exit path: callers call ``GuestFreezer.thaw`` when done and again from their error path, with
+``signals_deferred`` held; it thaws whatever a freeze was attempted on, after in-flight freezes finish, and only once.
+KubeVirt's ``unfreezeTimeout`` thaws the guest server-side should this process die outright (SIGKILL, power loss).
 """
 
 from __future__ import annotations
@@ -17,12 +17,19 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 from urllib.parse import quote
 
-from .clock import iso
+from .clock import Progress, iso
 from .cluster import ApiError, Connection, KubeError
 
 Obj = dict[str, Any]
 FREEZABLE = "freezable"
+FROZEN_BY_OTHER = "frozen-by-other"
 THAW_ATTEMPTS = 3
+#: The error KubeVirt relays when a Windows guest's VSS already thawed by itself (it holds writes about 10 s):
+#: kubevirt/kubevirt pkg/storage/snapshot/source.go, VSSFreezeLimitReached.
+VSS_FREEZE_LIMIT = "fsfreeze is limited"
+#: How long VSS holds a Windows guest's writes (qemu qga/vss-win32/requester.cpp: "VSS can only hold writes for
+#: 10 seconds").
+VSS_WINDOW = 10.0
 
 
 class Terminated(BaseException):
@@ -69,6 +76,9 @@ def guest_state(vmi: Obj) -> tuple[str, str]:
     conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
     if conditions.get("Paused") == "True":
         return "paused", "the VMI is paused: its memory and disks are already quiescent"
+    if status.get("fsFreezeStatus") == "frozen":  # kubevirt/kubevirt pkg/virt-launcher/virtwrap/api/schema.go FSFrozen
+        return FROZEN_BY_OTHER, ("already frozen by someone else (a VirtualMachineSnapshot in progress?): kvbackup "
+                                 "neither freezes nor thaws it")
     if conditions.get("AgentConnected") != "True":
         return "no-agent", "no guest agent connected: the backup is crash-consistent"
     return FREEZABLE, ""
@@ -78,11 +88,16 @@ def guest_state(vmi: Obj) -> tuple[str, str]:
 class FreezeRecord:
     namespace: str
     name: str
-    result: str = "pending"  # frozen | no-agent | paused | not-running | failed | not-frozen
+    result: str = "pending"  # frozen | frozen-by-other | no-agent | paused | not-running | failed | not-frozen
     reason: str = ""
+    freeze_requested_at: float | None = None
     frozen_at: float | None = None
     thawed_at: float | None = None
+    thawed_by_guest: bool = False  # Windows VSS let go before the unfreeze: the guest thawed itself
     thaw_error: str = ""
+    consistency: str = "crash-consistent"
+    consistency_reason: str = ""
+    overhead: float | None = None  # frozen time not spent waiting for the snapshot cut
 
     @property
     def frozen_for(self) -> float | None:
@@ -92,10 +107,11 @@ class FreezeRecord:
 
     def to_dict(self) -> Obj:
         return {"namespace": self.namespace, "name": self.name, "result": self.result, "reason": self.reason,
-                "consistency": "filesystem" if self.result == "frozen" else "crash",
+                "consistency": self.consistency, "consistencyReason": self.consistency_reason or None,
                 "frozenAt": iso(self.frozen_at), "thawedAt": iso(self.thawed_at),
                 "frozenForSeconds": None if self.frozen_for is None else round(self.frozen_for, 3),
-                "thawError": self.thaw_error or None}
+                "overheadSeconds": None if self.overhead is None else round(self.overhead, 3),
+                "thawedByGuest": self.thawed_by_guest, "thawError": self.thaw_error or None}
 
 
 def subresource_path(namespace: str, name: str, verb: str) -> str:
@@ -106,12 +122,12 @@ def subresource_path(namespace: str, name: str, verb: str) -> str:
 class GuestFreezer:
     """Freezes guests in bounded parallel and always thaws them.
 
-    ``with GuestFreezer(...) as freezer: freezer.freeze(vmis); ...; freezer.thaw()`` — the explicit ``thaw`` ends
-    the frozen window as early as possible; leaving the block thaws anything still frozen.
+    ``freezer.freeze(vmis); ...; freezer.thaw()``, and ``freezer.thaw()`` on every error path too: a thaw skips the
+    guests already thawed, so calling it again is cheap.
     """
 
     def __init__(self, connection: Connection, unfreeze_timeout: str = "5m0s", parallel: int = 4,
-                 progress: Callable[[str], None] = lambda message: None,
+                 progress: Progress = lambda phase, done, total: None,
                  warn: Callable[[str], None] = lambda message: None):
         self.connection = connection
         self.unfreeze_timeout = unfreeze_timeout
@@ -123,15 +139,10 @@ class GuestFreezer:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 
-    def __enter__(self) -> "GuestFreezer":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.thaw()
-
     def _freeze_one(self, record: FreezeRecord) -> None:
         with self._lock:
             self._attempted.append(record)
+        record.freeze_requested_at = time.time()
         try:
             self.connection.request("PUT", subresource_path(record.namespace, record.name, "freeze"),
                                     body={"unfreezeTimeout": self.unfreeze_timeout})
@@ -147,7 +158,6 @@ class GuestFreezer:
             record.result, record.reason = "failed", str(error)
             return
         record.result, record.frozen_at = "frozen", time.time()
-        self.progress(f"froze {record.namespace}/{record.name}")
 
     def freeze(self, vmis: list[Obj]) -> list[FreezeRecord]:
         """Freeze every freezable VMI; record why each other one was not frozen."""
@@ -164,8 +174,10 @@ class GuestFreezer:
         if to_freeze:
             self._pool = ThreadPoolExecutor(max_workers=min(self.parallel, len(to_freeze)),
                                             thread_name_prefix="freeze")
-            for future in [self._pool.submit(self._freeze_one, r) for r in to_freeze]:
+            futures = [self._pool.submit(self._freeze_one, r) for r in to_freeze]
+            for done, future in enumerate(futures, 1):
                 future.result()
+                self.progress("freezing guests", done, len(futures))
         return self.records
 
     def thaw(self) -> None:
@@ -183,7 +195,8 @@ class GuestFreezer:
         if not pending:
             return
         with ThreadPoolExecutor(max_workers=min(self.parallel, len(pending)), thread_name_prefix="thaw") as pool:
-            list(pool.map(self._thaw_one, pending))
+            for done, _ in enumerate(pool.map(self._thaw_one, pending), 1):
+                self.progress("thawing guests", done, len(pending))
 
     def _thaw_one(self, record: FreezeRecord) -> None:
         for attempt in range(THAW_ATTEMPTS):
@@ -193,12 +206,13 @@ class GuestFreezer:
                 if isinstance(error, ApiError) and error.status in (404, 409):
                     record.thawed_at = time.time()  # gone or stopped: nothing is frozen any more
                     return
+                if VSS_FREEZE_LIMIT in str(error):
+                    record.thawed_at, record.thawed_by_guest, record.thaw_error = time.time(), True, ""
+                    return
                 record.thaw_error = str(error)
                 time.sleep(0.2 * (attempt + 1))
                 continue
             record.thawed_at, record.thaw_error = time.time(), ""
-            if record.result == "frozen":
-                self.progress(f"thawed {record.namespace}/{record.name}")
             return
         self.warn(f"error: could not thaw vmi {record.namespace}/{record.name}: {record.thaw_error}; KubeVirt thaws it "
                   f"by itself after the unfreeze timeout ({self.unfreeze_timeout}), or run: kubectl kvbackup thaw "

@@ -5,11 +5,14 @@ from __future__ import annotations
 import copy
 import os
 import threading
+import time
 from typing import Any
 
 from kubectl_kvbackup.cli.webhook import deployment_available
 from kubectl_kvbackup.sources import load_manifests
 
+SNAPSHOTS = ("snapshot.storage.k8s.io", "VolumeSnapshot")
+CONTENTS = ("snapshot.storage.k8s.io", "VolumeSnapshotContent")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(REPO, "examples", "demo")
 
@@ -57,3 +60,47 @@ class RolloutController:
     def __exit__(self, *_: Any) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def rfc3339(moment):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+
+
+class Snapshotter:
+    """Plays the CSI external-snapshotter in a thread: binds a VolumeSnapshotContent to each new VolumeSnapshot,
+    cuts it (``status.creationTime``) once ``cut_when()`` holds, and marks it ready to use."""
+
+    def __init__(self, fake, cut_when=lambda: True):
+        self.fake, self.cut_when = fake, cut_when
+        self.cut_at = {}  # snapshot name -> when this thread set its creationTime
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self):
+        while not self._stop.is_set():
+            for snapshot in self.fake.objects(*SNAPSHOTS):
+                meta, status = snapshot["metadata"], snapshot.get("status") or {}
+                if status.get("readyToUse") or (status and not self.cut_when()):
+                    continue
+                content = f"snapcontent-{meta['namespace']}-{meta['name']}"
+                if self.fake.get_object(*CONTENTS, None, content) is None:
+                    self.fake.add({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
+                                   "metadata": {"name": content},
+                                   "spec": {"driver": "hostpath.csi.k8s.io", "deletionPolicy": "Delete",
+                                            "volumeSnapshotRef": {"namespace": meta["namespace"],
+                                                                  "name": meta["name"]}},
+                                   "status": {"snapshotHandle": f"handle-{meta['name']}", "readyToUse": True}})
+                new = {"boundVolumeSnapshotContentName": content, "readyToUse": False}
+                if self.cut_when():
+                    self.cut_at[meta["name"]] = time.time()
+                    new.update(creationTime=rfc3339(time.time()), readyToUse=True, restoreSize="1Gi")
+                self.fake.add({**snapshot, "status": new})
+            self._stop.wait(0.02)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from kubectl_kvbackup import rules
-from kubectl_kvbackup.bundle import read_bundle
+from kubectl_kvbackup.bundle import dump_yaml, read_bundle
 from kubectl_kvbackup.cli.main import main
 
 from .helpers import EXAMPLES, REPO
@@ -97,12 +97,16 @@ def test_index_records_graph_sources_and_checksums(capsys, tmp_path):
         not in index["nodes"]
 
 
-def test_permissions_are_private_whatever_the_umask(capsys, tmp_path):
+def export_without_umask(capsys, target):
     old = os.umask(0)
     try:
-        export_demo(capsys, tmp_path / "b")
+        export_demo(capsys, target)
     finally:
         os.umask(old)
+
+
+def test_permissions_are_private_whatever_the_umask(capsys, tmp_path):
+    export_without_umask(capsys, tmp_path / "b")
     for folder, dirs, files in os.walk(tmp_path / "b"):
         assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700, folder
         for name in files:
@@ -224,7 +228,8 @@ def test_exclude_secrets(capsys, tmp_path):
     assert bundle.index["secrets"]["handling"] == "excluded"
     assert not [p for p in bundle.contents if "/Secret/" in p]
     entry = node(bundle, "Secret", "win-unattend")
-    assert entry["excluded"] and not entry["restore"]
+    assert entry["excluded"] and not entry["restore"] and entry["found"] is None  # never read, so not known
+    assert "original" not in entry and "file" not in entry
 
 
 def test_existing_target_is_never_overwritten(capsys, tmp_path):
@@ -278,7 +283,8 @@ def _export_with_terminal_stderr(tmp_path, *extra):
 def test_progress_on_a_terminal_and_quiet(tmp_path):
     code, text = _export_with_terminal_stderr(tmp_path)
     assert code == 0
-    assert re.search(r"listed \d+ objects", text) and re.search(r"wrote \d+ files", text)
+    assert re.search(r"\robjects listed: (\d+)/\1 \(\d+s\)", text)
+    assert re.search(r"\rwriting bundle: (\d+)/\1 \(\d+s\)", text)  # rewritten in place, with the time taken
     assert "exported 40 objects" in text
     (tmp_path / "q").mkdir()
     code, text = _export_with_terminal_stderr(tmp_path / "q", "-q")
@@ -319,6 +325,7 @@ def test_verify_says_what_checksums_alone_protect(capsys, tmp_path):
     (["--name", "Nightly Backup"], "must be a valid label value"),
     (["--parallel", "0"], "--parallel must be 1 or more"),
     (["--snapshot"], "--snapshot needs a cluster"),
+    (["--freeze=required"], "--freeze=required needs --snapshot"),
     (["--freeze", "sometimes"], "invalid choice"),
 ])
 def test_export_usage_errors(capsys, tmp_path, argv, message):
@@ -329,3 +336,50 @@ def test_export_usage_errors(capsys, tmp_path, argv, message):
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("target,message", [
+    ("", "--to is empty"),
+    ("   ", "--to is empty"),
+    ("b.tar", "does not write .tar archives"),
+    ("b.zip", "does not write .zip archives"),
+    ("b.TAR.BZ2", "does not write .tar.bz2 archives"),
+    ("b.gz", "does not write .gz archives"),
+])
+def test_to_names_only_what_kvbackup_writes(capsys, tmp_path, target, message):
+    code, _, err = run(capsys, "export", "-f", EXAMPLES, "-n", "demo", "--all", "--to",
+                       str(tmp_path / target) if target.strip() else target)
+    assert code == 2 and message in err and "PATH.tar.gz (or .tgz)" in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_tgz_is_a_tarball_too(capsys, tmp_path):
+    export_demo(capsys, tmp_path / "b.tgz")
+    assert tarfile.is_tarfile(tmp_path / "b.tgz") and os.listdir(tmp_path) == ["b.tgz"]
+
+
+def test_tarball_is_streamed_private_with_each_directory_once(capsys, tmp_path):
+    export_without_umask(capsys, tmp_path / "b.tar.gz")
+    assert stat.S_IMODE(os.stat(tmp_path / "b.tar.gz").st_mode) == 0o600
+    with tarfile.open(tmp_path / "b.tar.gz") as tar:
+        members = tar.getmembers()
+    folders = [m.name for m in members if m.isdir()]
+    assert len(folders) == len(set(folders)) and "resources/demo/core/Secret" in folders
+    for member in members:
+        assert (member.uid, member.gid, member.uname, member.gname) == (0, 0, "", "")
+        assert member.mode == (0o700 if member.isdir() else 0o600), member.name
+        parent = member.name.rpartition("/")[0]
+        assert not parent or folders.index(parent) < members.index(member)  # a folder before what it holds
+
+
+def test_a_failed_tarball_export_leaves_no_partial_archive(capsys, tmp_path):
+    code, _, err = run(capsys, "export", "-f", EXAMPLES, "-n", "demo", "vm/fedora", "vm/nope",
+                       "--to", str(tmp_path / "b.tar.gz"))
+    assert code == 1 and "not found" in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_manifests_spell_shared_values_out():
+    shared = {"name": "data"}
+    text = dump_yaml({"volumes": [shared], "disks": [shared]}).decode()
+    assert "&" not in text and "*" not in text and text.count("name: data") == 2

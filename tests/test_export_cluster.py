@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -12,11 +13,18 @@ import time
 import pytest
 
 from kubectl_kvbackup.bundle import read_bundle
+from kubectl_kvbackup.cli.export import ProgressPrinter
 from kubectl_kvbackup.cli.main import main
+from kubectl_kvbackup.export import assess_consistency
+from kubectl_kvbackup.freeze import FreezeRecord
+from kubectl_kvbackup.graph.walk import Graph, GraphEdge
+from kubectl_kvbackup.refs import Ref
+from kubectl_kvbackup.snapshots import SnapshotRecord
 
-from .helpers import REPO, example_objects, obj
+from .helpers import REPO, SNAPSHOTS, Snapshotter, example_objects, obj
 
-SNAPSHOTS = ("snapshot.storage.k8s.io", "VolumeSnapshot")
+#: how long a test waits for something a subprocess must do; generous, for a loaded 2-core machine
+PATIENCE = 180
 
 
 def run(capsys, *argv):
@@ -45,10 +53,29 @@ def calls(fake_api):
     return [(c.name, c.op) for c in fake_api.freeze_calls]
 
 
+def unfreezes(fake_api):
+    return [c for c in fake_api.freeze_calls if c.op == "unfreeze"]
+
+
+def wait_until(condition, what, process=None):
+    """Wait for an observable event, not for a guessed time."""
+    deadline = time.monotonic() + PATIENCE
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        assert process is None or process.poll() is None, \
+            f"the export ended before {what}: {process.communicate()[1]}"
+        time.sleep(0.02)
+
+
+def export_snapshotted(capsys, kubeconfig, target, *argv, fake=None, cut_when=lambda: True):
+    """``export ARGV --snapshot`` while a CSI snapshotter plays along."""
+    with Snapshotter(fake, cut_when):
+        return run(capsys, "export", *argv, "--snapshot", "--kubeconfig", kubeconfig, "--to", str(target))
+
+
 def test_export_freezes_guests_with_an_agent_and_thaws_them(capsys, cluster, tmp_path):
     fake, kubeconfig = cluster
-    code, _, err = run(capsys, "export", "vm/fedora", "vmi/db", "--kubeconfig", kubeconfig,
-                       "--to", str(tmp_path / "b"))
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vm/fedora", "vmi/db", fake=fake)
     assert code == 0, err
     assert sorted(calls(fake)) == [("db", "freeze"), ("db", "unfreeze"), ("fedora", "freeze"),
                                    ("fedora", "unfreeze")]
@@ -56,25 +83,34 @@ def test_export_freezes_guests_with_an_agent_and_thaws_them(capsys, cluster, tmp
     assert next(c for c in fake.freeze_calls if c.op == "freeze").body == {"unfreezeTimeout": "5m0s"}
     index = read_bundle(str(tmp_path / "b")).index
     report = {v["name"]: v for v in index["freeze"]["vmis"]}
-    assert report["fedora"]["result"] == "frozen" and report["fedora"]["consistency"] == "filesystem"
+    assert report["fedora"]["result"] == "frozen" and report["fedora"]["consistency"] == "application-consistent"
+    assert report["db"]["consistency"] == "application-consistent"
     assert report["fedora"]["frozenAt"] and report["fedora"]["thawedAt"]
-    assert report["fedora"]["frozenForSeconds"] >= 0
-    assert index["freeze"]["frozenWindowSeconds"] >= 0
+    assert report["fedora"]["frozenForSeconds"] >= report["fedora"]["overheadSeconds"] >= 0
+    freeze = index["freeze"]
+    assert freeze["frozenWindowSeconds"] >= freeze["snapshotCutSeconds"] >= 0 and freeze["overheadSeconds"] >= 0
+    volumes = {v["name"]: v for v in freeze["volumes"]}
+    assert volumes["db-disk"]["consistency"] == "application-consistent"
+    assert volumes["db-disk"]["snapshot"] == next(s["name"] for s in index["snapshots"]
+                                                  if s["pvc"]["name"] == "db-disk")
     assert index["source"]["offline"] is False and index["source"]["server"] == fake.url
-    assert "vmi demo/fedora: frozen" in err
+    assert "vmi demo/fedora: frozen" in err and "frozen window:" in err and "snapshot cut" in err
+    assert "pvc demo/db-disk (snapshot db-disk-" in err and ": application-consistent" in err
 
 
 def test_guests_that_cannot_be_frozen_are_recorded_never_silently(capsys, cluster, tmp_path):
     fake, kubeconfig = cluster
     fake.add(agent_vmi("paused", "uid-p", Paused="True"))
     fake.add(agent_vmi("stopped", "uid-s", phase="Succeeded"))
+    fake.add(obj("v1", "PersistentVolumeClaim", "stopped-disk", spec={}))
     fake.set_freeze_behaviour("demo", "db", "no-agent")
     fake.set_freeze_behaviour("demo", "cache", "error")
-    code, _, err = run(capsys, "export", "vmi/db", "vmi/cache", "vmi/paused", "vmi/stopped", "vmirs/web",
-                       "--kubeconfig", kubeconfig, "--to", str(tmp_path / "b"))
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", "vmi/cache", "vmi/paused",
+                                      "vmi/stopped", "vmirs/web", fake=fake)
     assert code == 0, err
-    report = {v["name"]: v for v in read_bundle(str(tmp_path / "b")).index["freeze"]["vmis"]}
-    assert report["db"]["result"] == "no-agent" and report["db"]["consistency"] == "crash"
+    index = read_bundle(str(tmp_path / "b")).index
+    report = {v["name"]: v for v in index["freeze"]["vmis"]}
+    assert report["db"]["result"] == "no-agent" and report["db"]["consistency"] == "crash-consistent"
     assert report["cache"]["result"] == "failed" and "InternalError" in report["cache"]["reason"]
     assert report["paused"]["result"] == "paused"
     assert report["stopped"]["result"] == "not-running"
@@ -82,32 +118,59 @@ def test_guests_that_cannot_be_frozen_are_recorded_never_silently(capsys, cluste
     assert ("webzq7hx", "freeze") not in calls(fake)
     assert ("cache", "unfreeze") in calls(fake)  # a failed freeze may have half-happened: thawed anyway
     assert fake.frozen_vmis() == set()
+    volumes = {v["name"]: v for v in index["freeze"]["volumes"]}
+    assert volumes["db-disk"]["consistency"] == "crash-consistent" and "no-agent" in volumes["db-disk"]["reason"]
+    assert volumes["stopped-disk"]["consistency"] == "crash-consistent"
+    assert "no running guest" in volumes["stopped-disk"]["reason"]
 
 
 def test_freeze_not_running_409_is_recorded(capsys, cluster, tmp_path):
     fake, kubeconfig = cluster
     fake.set_freeze_behaviour("demo", "db", "not-running")
-    assert run(capsys, "export", "vmi/db", "--kubeconfig", kubeconfig, "--to", str(tmp_path / "b"))[0] == 0
+    assert export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", fake=fake)[0] == 0
     assert read_bundle(str(tmp_path / "b")).index["freeze"]["vmis"][0]["result"] == "not-running"
 
 
 def test_freeze_required_fails_without_a_bundle_and_thaws_everything(capsys, cluster, tmp_path):
     fake, kubeconfig = cluster
     fake.set_freeze_behaviour("demo", "cache", "no-agent")
-    code, out, err = run(capsys, "export", "vmi/db", "vmi/cache", "--freeze=required", "--kubeconfig", kubeconfig,
-                         "--to", str(tmp_path / "b"))
+    code, out, err = run(capsys, "export", "vmi/db", "vmi/cache", "--freeze=required", "--snapshot",
+                         "--kubeconfig", kubeconfig, "--to", str(tmp_path / "b"))
     assert code == 1
     assert "--freeze=required" in err and "demo/cache: no-agent" in err
     assert ("db", "unfreeze") in calls(fake) and fake.frozen_vmis() == set()
-    assert os.listdir(tmp_path) == ["kubeconfig"]
+    assert os.listdir(tmp_path) == ["kubeconfig"] and fake.objects(*SNAPSHOTS) == []
 
 
 def test_freeze_never_does_not_call_kubevirt(capsys, cluster, tmp_path):
     fake, kubeconfig = cluster
-    assert run(capsys, "export", "vmi/db", "--freeze=never", "--kubeconfig", kubeconfig,
-               "--to", str(tmp_path / "b"))[0] == 0
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", "--freeze=never", fake=fake)
+    assert code == 0, err
     assert fake.freeze_calls == []
-    assert read_bundle(str(tmp_path / "b")).index["freeze"]["vmis"][0]["result"] == "not-frozen"
+    index = read_bundle(str(tmp_path / "b")).index
+    assert index["freeze"]["vmis"][0]["result"] == "not-frozen"
+    assert index["freeze"]["volumes"][0]["consistency"] == "crash-consistent"
+    assert index["snapshots"][0]["consistency"] == "crash-consistent"
+
+
+def test_without_a_snapshot_no_guest_is_frozen(capsys, cluster, tmp_path):
+    fake, kubeconfig = cluster
+    code, _, err = run(capsys, "export", "vmi/db", "--kubeconfig", kubeconfig, "--to", str(tmp_path / "b"))
+    assert code == 0, err
+    assert fake.freeze_calls == []
+    freeze = read_bundle(str(tmp_path / "b")).index["freeze"]
+    assert freeze["vmis"][0]["result"] == "not-frozen" and "no --snapshot" in freeze["vmis"][0]["reason"]
+    assert freeze["vmis"][0]["consistency"] == "no data captured"
+    assert [(v["name"], v["consistency"]) for v in freeze["volumes"]] == [("db-disk", "no data captured")]
+    assert "pvc demo/db-disk: no data captured" in err
+
+
+def test_freeze_required_without_a_snapshot_is_a_usage_error(capsys, cluster, tmp_path):
+    fake, kubeconfig = cluster
+    code, _, err = run(capsys, "export", "vmi/db", "--freeze=required", "--kubeconfig", kubeconfig,
+                       "--to", str(tmp_path / "b"))
+    assert code == 2 and "--freeze=required needs --snapshot" in err
+    assert fake.requests == [] and os.listdir(tmp_path) == ["kubeconfig"]
 
 
 def test_api_error_while_frozen_thaws_and_writes_nothing(capsys, cluster, tmp_path):
@@ -120,42 +183,138 @@ def test_api_error_while_frozen_thaws_and_writes_nothing(capsys, cluster, tmp_pa
     assert os.listdir(tmp_path) == ["kubeconfig"]
 
 
-def mark_snapshots_ready(fake, stop):
-    """Play the CSI snapshotter: mark each new VolumeSnapshot ready to use."""
-    while not stop.is_set():
-        for snapshot in fake.objects(*SNAPSHOTS):
-            if not (snapshot.get("status") or {}).get("readyToUse"):
-                fake.add({**snapshot, "status": {"readyToUse": True, "restoreSize": "1Gi"}})
-        time.sleep(0.05)
-
-
-def test_snapshots_are_created_while_frozen_and_awaited_after_thaw(capsys, cluster, tmp_path):
+def test_guests_are_thawed_once_every_snapshot_is_cut_not_when_requested(capsys, cluster, tmp_path):
     fake, kubeconfig = cluster
-    stop = threading.Event()
-    snapshotter = threading.Thread(target=mark_snapshots_ready, args=(fake, stop), daemon=True)
-    snapshotter.start()
-    try:
-        code, _, err = run(capsys, "export", "vmi/db", "vmi/cache", "--snapshot", "--snapshot-class", "csi-snap",
-                           "--name", "nightly", "--kubeconfig", kubeconfig, "--to", str(tmp_path / "b"))
-    finally:
-        stop.set()
-        snapshotter.join()
+    cut = threading.Event()
+    seen_before_cut = []
+
+    def cut_when_the_export_has_polled_uncut_snapshots():
+        """Hold the cut until the export has created both snapshots and polled them at least once uncut."""
+        if cut.is_set():
+            return True
+        polls = [r for r in fake.requests if r.method == "GET" and r.path.endswith("/volumesnapshots")]
+        if len(fake.objects(*SNAPSHOTS)) == 2 and polls:
+            seen_before_cut.extend(unfreezes(fake))
+            cut.set()
+        return cut.is_set()
+
+    with Snapshotter(fake, cut_when_the_export_has_polled_uncut_snapshots) as snapshotter:
+        code, _, err = run(capsys, "export", "vmi/db", "vmi/cache", "--snapshot", "--name", "nightly",
+                           "--snapshot-class", "csi-snap", "--kubeconfig", kubeconfig, "--to", str(tmp_path / "b"))
     assert code == 0, err
+    assert seen_before_cut == []  # polled while uncut, and still no guest thawed
+    assert len(snapshotter.cut_at) == 2
+    assert unfreezes(fake) and all(c.time >= max(snapshotter.cut_at.values()) for c in unfreezes(fake))
     log = [(r.method, r.path.rsplit("/", 1)[-1]) for r in fake.requests]
     creates = [i for i, entry in enumerate(log) if entry == ("POST", "volumesnapshots")]
     freezes = [i for i, entry in enumerate(log) if entry[1] == "freeze"]
-    thaws = [i for i, entry in enumerate(log) if entry[1] == "unfreeze"]
-    assert len(creates) == 2
-    assert max(freezes) < min(creates) and max(creates) < min(thaws)
-    snapshots = {s["metadata"]["name"]: s for s in fake.objects(*SNAPSHOTS)}
-    assert set(snapshots) == {"db-disk-nightly", "cache-disk-nightly"}
-    assert snapshots["db-disk-nightly"]["spec"] == {"source": {"persistentVolumeClaimName": "db-disk"},
-                                                    "volumeSnapshotClassName": "csi-snap"}
-    recorded = read_bundle(str(tmp_path / "b")).index["snapshots"]
-    assert {s["name"] for s in recorded if s["readyToUse"]} == set(snapshots)
+    assert len(creates) == 2 and max(freezes) < min(creates)
     polls = [r for r in fake.requests if r.method == "GET" and "volumesnapshots" in r.path]
-    assert polls and all(r.path.endswith("/volumesnapshots") for r in polls)  # labelled LISTs, no GET per snapshot
+    assert all(r.path.endswith("/volumesnapshots") for r in polls)  # labelled LISTs, no GET per snapshot
     assert all(r.query.get("labelSelector") == "kvbackup.kubevirt.io/backup=nightly" for r in polls)
+    index = read_bundle(str(tmp_path / "b")).index
+    assert {v["consistency"] for v in index["freeze"]["vmis"]} == {"application-consistent"}
+    records = {r["name"]: r for r in index["snapshots"]}
+    assert set(records) == {"db-disk-nightly", "cache-disk-nightly"}
+    db = records["db-disk-nightly"]
+    assert {k: db[k] for k in ("namespace", "name", "volumeSnapshotClassName", "restoreSize", "contentName",
+                               "snapshotHandle", "driver", "readyToUse", "consistency")} == {
+        "namespace": "demo", "name": "db-disk-nightly", "volumeSnapshotClassName": "csi-snap", "restoreSize": "1Gi",
+        "contentName": "snapcontent-demo-db-disk-nightly", "snapshotHandle": "handle-db-disk-nightly",
+        "driver": "hostpath.csi.k8s.io", "readyToUse": True, "consistency": "application-consistent"}
+    assert db["pvc"] == {"group": "", "kind": "PersistentVolumeClaim", "namespace": "demo", "name": "db-disk"}
+    assert db["creationTime"] and db["createdAt"] and db["readyAt"]
+    assert fake.get_object(*SNAPSHOTS, "demo", "db-disk-nightly")["spec"] == {
+        "source": {"persistentVolumeClaimName": "db-disk"}, "volumeSnapshotClassName": "csi-snap"}
+
+
+def test_at_the_cut_deadline_guests_are_thawed_and_the_snapshots_called_crash_consistent(capsys, cluster,
+                                                                                          tmp_path):
+    fake, kubeconfig = cluster
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", "--unfreeze-timeout", "2s",
+                                      fake=fake, cut_when=lambda: bool(unfreezes(fake)))
+    assert code == 0, err
+    assert "not cut within 1s" in err and fake.frozen_vmis() == set()
+    index = read_bundle(str(tmp_path / "b")).index
+    snapshot = index["snapshots"][0]
+    assert snapshot["consistency"] == "crash-consistent" and "thawed before the snapshot was cut" in \
+        snapshot["consistencyReason"]
+    assert index["freeze"]["vmis"][0]["consistency"] == "crash-consistent"
+    assert snapshot["readyToUse"] and snapshot["snapshotHandle"] == f"handle-{snapshot['name']}"
+
+
+def test_a_windows_guest_that_thawed_itself_is_not_a_failed_thaw(capsys, cluster, tmp_path):
+    fake, kubeconfig = cluster
+    fake.inject("PUT", r"/virtualmachineinstances/db/unfreeze$", status=500,
+                message="Internal error occurred: unfreezing VMI: fsfreeze is limited up to 10 seconds: the guest "
+                        "already thawed")
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", "vmi/cache", fake=fake)
+    assert code == 0, err
+    assert "could not thaw" not in err and "kubectl kvbackup thaw" not in err
+    assert [c.op for c in fake.freeze_calls if c.name == "db"] == ["freeze"]  # the fault answered the unfreeze
+    report = {v["name"]: v for v in read_bundle(str(tmp_path / "b")).index["freeze"]["vmis"]}
+    assert report["db"]["result"] == "frozen" and report["db"]["thawedByGuest"] is True
+    assert report["db"]["thawedAt"] and report["db"]["thawError"] is None
+    assert report["db"]["consistency"] == "application-consistent"  # cut well inside VSS's 10 s
+    assert report["cache"]["thawedByGuest"] is False
+
+
+def test_a_guest_someone_else_froze_is_neither_frozen_nor_thawed(capsys, cluster, tmp_path):
+    fake, kubeconfig = cluster
+    vmi = fake.get_object("kubevirt.io", "VirtualMachineInstance", "demo", "db")
+    fake.add({**vmi, "status": {**vmi["status"], "fsFreezeStatus": "frozen"}})  # a VirtualMachineSnapshot's freeze
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", "vmi/cache", fake=fake)
+    assert code == 0, err
+    assert sorted(calls(fake)) == [("cache", "freeze"), ("cache", "unfreeze")]
+    assert fake.frozen_vmis() == {("demo", "db")}  # still frozen: its owner thaws it
+    index = read_bundle(str(tmp_path / "b")).index
+    report = {v["name"]: v for v in index["freeze"]["vmis"]}
+    assert report["db"]["result"] == "frozen-by-other" and "neither freezes nor thaws" in report["db"]["reason"]
+    assert report["db"]["consistency"] == "crash-consistent"
+    code, _, err = run(capsys, "freeze", "vmi/db", "--kubeconfig", kubeconfig)
+    assert code == 1 and "frozen-by-other" in err and fake.frozen_vmis() == {("demo", "db")}
+
+
+def test_whether_someone_else_froze_a_guest_is_read_right_before_freezing(capsys, cluster, tmp_path):
+    fake, kubeconfig = cluster
+    fake.inject("GET", r"/virtualmachineinstances$", times=1)  # the walk's LIST, answered at once
+    fake.inject("GET", r"/virtualmachineinstances$", delay=5, times=1)  # the LIST right before freezing
+
+    def snapshot_of_db_freezes_it_meanwhile():
+        wait_until(lambda: len([r for r in fake.requests if r.path.endswith("/virtualmachineinstances")]) == 2,
+                   "the export's second LIST of VMIs")
+        vmi = fake.get_object("kubevirt.io", "VirtualMachineInstance", "demo", "db")
+        fake.add({**vmi, "status": {**vmi["status"], "fsFreezeStatus": "frozen"}})
+
+    other = threading.Thread(target=snapshot_of_db_freezes_it_meanwhile, daemon=True)
+    other.start()
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", "vmi/cache", fake=fake)
+    other.join()
+    assert code == 0, err
+    assert sorted(calls(fake)) == [("cache", "freeze"), ("cache", "unfreeze")]
+    assert fake.frozen_vmis() == {("demo", "db")}
+
+
+def test_a_user_who_may_get_but_not_list_vmis_still_sees_who_froze_them(capsys, cluster, tmp_path):
+    fake, _ = cluster
+    kubeconfig = fake.write_kubeconfig(str(tmp_path / "carol.kubeconfig"), namespace="demo", user="carol")
+    fake.deny("carol", "list", "kubevirt.io", "virtualmachineinstances")
+    vmi = fake.get_object("kubevirt.io", "VirtualMachineInstance", "demo", "db")
+    fake.add({**vmi, "status": {**vmi["status"], "fsFreezeStatus": "frozen"}})
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", "vmi/cache", fake=fake)
+    assert code == 0, err
+    assert sorted(calls(fake)) == [("cache", "freeze"), ("cache", "unfreeze")]
+    assert fake.frozen_vmis() == {("demo", "db")}
+
+
+def test_a_guest_frozen_by_someone_else_fails_freeze_required_before_any_freeze(capsys, cluster, tmp_path):
+    fake, kubeconfig = cluster
+    vmi = fake.get_object("kubevirt.io", "VirtualMachineInstance", "demo", "db")
+    fake.add({**vmi, "status": {**vmi["status"], "fsFreezeStatus": "frozen"}})
+    code, _, err = run(capsys, "export", "vmi/db", "vmi/cache", "--freeze=required", "--snapshot",
+                       "--kubeconfig", kubeconfig, "--to", str(tmp_path / "b"))
+    assert code == 1 and "demo/db: frozen-by-other" in err
+    assert fake.freeze_calls == [] and fake.frozen_vmis() == {("demo", "db")}
 
 
 def test_snapshot_timeout_fails_the_export(capsys, cluster, tmp_path):
@@ -167,14 +326,12 @@ def test_snapshot_timeout_fails_the_export(capsys, cluster, tmp_path):
 
 
 def export_until_frozen(fake, kubeconfig, target, *extra):
-    """An export in a subprocess, hung on snapshot creation once both guests are frozen."""
-    fake.inject("POST", r"/volumesnapshots$", delay=30)
+    """An export in a subprocess, waiting for its snapshots to be cut (they never are) with both guests frozen."""
     process = subprocess.Popen([sys.executable, "-m", "kubectl_kvbackup", "export", "vmi/db", "vmi/cache",
                                 "--snapshot", *extra, "--kubeconfig", kubeconfig, "--to", str(target)],
                                cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while len(fake.frozen_vmis()) < 2 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
+    wait_until(lambda: len(fake.frozen_vmis()) == 2 and len(fake.objects(*SNAPSHOTS)) == 2,
+               "both guests frozen and both snapshots created", process)
     return process
 
 
@@ -185,13 +342,14 @@ def test_killed_mid_export_thaws_every_guest_and_leaves_no_bundle(cluster, tmp_p
     try:
         assert fake.frozen_vmis() == {("demo", "db"), ("demo", "cache")}
         process.send_signal(sig)
-        _, err = process.communicate(timeout=60)
+        _, err = process.communicate(timeout=PATIENCE)
     finally:
         process.kill()
     assert process.returncode == code, err
     assert "no bundle was written" in err and "could not thaw" not in err and "Traceback" not in err
     assert fake.frozen_vmis() == set()
     assert sorted(calls(fake)) == [("cache", "freeze"), ("cache", "unfreeze"), ("db", "freeze"), ("db", "unfreeze")]
+    assert fake.objects(*SNAPSHOTS) == [], err  # the snapshots of the interrupted export are deleted
     assert os.listdir(tmp_path) == ["kubeconfig"]
 
 
@@ -223,8 +381,8 @@ def test_freeze_verb_errors(capsys, cluster):
 
 def test_freeze_required_checks_status_before_freezing_anything(capsys, cluster, tmp_path):
     fake, kubeconfig = cluster
-    code, _, err = run(capsys, "export", "vmi/db", "vmirs/web", "--freeze=required", "--kubeconfig", kubeconfig,
-                       "--to", str(tmp_path / "b"))
+    code, _, err = run(capsys, "export", "vmi/db", "vmirs/web", "--freeze=required", "--snapshot",
+                       "--kubeconfig", kubeconfig, "--to", str(tmp_path / "b"))
     assert code == 1 and "demo/webzq7hx: no-agent" in err
     assert fake.freeze_calls == []
 
@@ -232,7 +390,7 @@ def test_freeze_required_checks_status_before_freezing_anything(capsys, cluster,
 def test_a_guest_that_cannot_be_thawed_fails_the_export_loudly(capsys, cluster, tmp_path):
     fake, kubeconfig = cluster
     fake.set_freeze_behaviour("demo", "db", unfreeze_outcome="error")
-    code, _, err = run(capsys, "export", "vmi/db", "-q", "--kubeconfig", kubeconfig, "--to", str(tmp_path / "b"))
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", "-q", fake=fake)
     assert code == 1
     assert "could not thaw vmi demo/db" in err and "kubectl kvbackup thaw vmi/db -n demo" in err
     assert "the bundle was written" in err and (tmp_path / "b" / "kvbackup.json").exists()
@@ -260,14 +418,106 @@ def test_a_second_interrupt_during_the_thaw_does_not_cut_it_short(cluster, tmp_p
     process = export_until_frozen(fake, kubeconfig, tmp_path / "b", "--parallel", "1")
     try:
         process.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + 30
-        while not any(r.path.endswith("/unfreeze") for r in fake.requests) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        # the first unfreeze request has arrived: the thaw is under way, held for a second by the fault
+        wait_until(lambda: any(r.path.endswith("/unfreeze") for r in fake.requests), "the thaw to start", process)
         process.send_signal(signal.SIGINT)
         process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=60)
+        _, err = process.communicate(timeout=PATIENCE)
     finally:
         process.kill()
     assert process.returncode in (130, 143), err
     assert fake.frozen_vmis() == set()
+    assert sorted(calls(fake)) == [("cache", "freeze"), ("cache", "unfreeze"), ("db", "freeze"), ("db", "unfreeze")]
+    assert fake.objects(*SNAPSHOTS) == [], err  # nor does it cut the snapshots' deletion short
     assert "Traceback" not in err
+
+
+
+def test_exclude_secrets_needs_no_access_to_secrets(capsys, cluster, tmp_path):
+    fake, _ = cluster
+    kubeconfig = fake.write_kubeconfig(str(tmp_path / "alice.kubeconfig"), namespace="demo", user="alice")
+    for verb in ("list", "get", "watch"):
+        fake.deny("alice", verb, "", "secrets")
+    code, _, err = run(capsys, "export", "vm/windows", "--kubeconfig", kubeconfig, "--to", str(tmp_path / "f"))
+    assert code == 1 and "Forbidden" in err  # without the flag, Secrets are part of the backup
+    fake.reset_requests()
+    code, _, err = run(capsys, "export", "vm/windows", "--exclude-secrets", "--kubeconfig", kubeconfig,
+                       "--to", str(tmp_path / "b"))
+    assert code == 0, err
+    assert not [r for r in fake.requests if "/secrets" in r.path]  # not even tried
+    index = read_bundle(str(tmp_path / "b")).index
+    secret = next(n for n in index["nodes"] if n["kind"] == "Secret")
+    assert secret["excluded"] and secret["found"] is None and secret["rule"] == "secret-excluded"
+    assert any(e["to"]["kind"] == "Secret" for e in index["edges"])  # still recorded as a dependency
+    assert "missing" not in err  # an unread Secret is not reported as a missing one
+
+
+def test_a_snapshot_that_cannot_be_deleted_is_named_with_the_command_that_deletes_it(capsys, cluster, tmp_path):
+    fake, _ = cluster
+    kubeconfig = fake.write_kubeconfig(str(tmp_path / "bob.kubeconfig"), namespace="demo", user="bob")
+    fake.deny("bob", "delete", "snapshot.storage.k8s.io", "volumesnapshots")
+    code, _, err = run(capsys, "export", "vmi/db", "--snapshot", "--snapshot-timeout", "1s",
+                       "--kubeconfig", kubeconfig, "--to", str(tmp_path / "b"))
+    assert code == 1 and "not ready after 1s" in err
+    name = fake.objects(*SNAPSHOTS)[0]["metadata"]["name"]
+    assert f"could not delete VolumeSnapshot demo/{name}" in err
+    assert f"run: kubectl delete volumesnapshot -n demo {name}" in err
+
+
+def test_progress_without_a_terminal_is_a_line_per_phase(capsys, cluster, tmp_path):
+    fake, kubeconfig = cluster
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", "vmi/cache", fake=fake)
+    assert code == 0, err
+    lines = err.splitlines()
+    for phase in ("objects listed", "freezing guests", "snapshots cut", "thawing guests", "snapshots ready",
+                  "writing bundle"):
+        assert len([line for line in lines if line.startswith(phase + ":")]) == 1, (phase, err)
+    assert "\r" not in err
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "q", "vmi/db", "-q", fake=fake)
+    assert code == 0 and err == ""
+
+
+def test_progress_printer_repeats_a_long_wait_once_a_minute_and_rewrites_a_terminal_line():
+    now = [0.0]
+    logged = io.StringIO()
+    printer = ProgressPrinter(logged, live=False, clock=lambda: now[0])
+    for moment, done in ((0, 0), (30, 1), (61, 1), (90, 2), (122, 2)):
+        now[0] = moment
+        printer("snapshots cut", done, 3)
+    printer("writing bundle", 5, 5)
+    assert logged.getvalue().splitlines() == ["snapshots cut: 0/3", "snapshots cut: 1/3 after 61s",
+                                              "snapshots cut: 2/3 after 122s", "writing bundle: 5/5"]
+    now[0] = 0.0
+    terminal = io.StringIO()
+    printer = ProgressPrinter(terminal, live=True, clock=lambda: now[0])
+    for moment, done in ((0, 1), (0.01, 2), (5, 3), (7, 4)):
+        now[0] = moment
+        printer("freezing guests", done, 4)
+    printer.close()
+    assert terminal.getvalue() == ("\rfreezing guests: 1/4 (0s)\x1b[K\rfreezing guests: 3/4 (5s)\x1b[K"
+                                   "\rfreezing guests: 4/4 (7s)\x1b[K\n")
+
+
+def test_a_cut_after_windows_vss_let_go_is_crash_consistent():
+    pvc = Ref("", "PersistentVolumeClaim", "demo", "win-disk")
+    vmi = Ref("kubevirt.io", "VirtualMachineInstance", "demo", "win")
+    graph = Graph(roots=[vmi], objects={vmi: {}, pvc: {}},
+                  edges=[GraphEdge(vmi, pvc, "spec.volumes[0].persistentVolumeClaim.claimName", False)])
+    guest = FreezeRecord("demo", "win", "frozen", freeze_requested_at=100.0, frozen_at=100.5, thawed_at=120.0,
+                         thawed_by_guest=True)
+    late = SnapshotRecord(pvc, "win-disk-b", None, cut_seen_at=110.5)
+    assert assess_consistency(graph, [guest], [late])[0]["consistency"] == "crash-consistent"
+    assert "Windows VSS thawed the guest by itself" in late.consistency_reason and guest.consistency == \
+        "crash-consistent"
+    early = SnapshotRecord(pvc, "win-disk-b", None, cut_seen_at=109.5)
+    assert assess_consistency(graph, [guest], [early])[0]["consistency"] == "application-consistent"
+
+
+def test_without_access_to_snapshot_contents_the_export_says_what_to_grant(capsys, cluster, tmp_path):
+    fake, _ = cluster
+    kubeconfig = fake.write_kubeconfig(str(tmp_path / "dave.kubeconfig"), namespace="demo", user="dave")
+    fake.deny("dave", "get", "snapshot.storage.k8s.io", "volumesnapshotcontents")
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", fake=fake)
+    assert code == 1 and "needs get on volumesnapshotcontents" in err and "Traceback" not in err
+    assert fake.objects(*SNAPSHOTS) == [] and fake.frozen_vmis() == set()
+    assert not (tmp_path / "b").exists()

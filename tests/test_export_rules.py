@@ -3,7 +3,6 @@ objects kept apart, DataVolumes synthesized for templates CDI removed. Each test
 
 from __future__ import annotations
 
-import threading
 
 import pytest
 import yaml
@@ -14,8 +13,7 @@ from kubectl_kvbackup.cli.main import main
 from kubectl_kvbackup.refs import Ref
 from kubectl_kvbackup.rules import RestoreContext
 
-from .helpers import example_objects, obj
-from .test_export_cluster import mark_snapshots_ready
+from .helpers import Snapshotter, example_objects, obj
 
 DV_OWNER = {"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "name": "root", "uid": "old-dv",
             "controller": True, "blockOwnerDeletion": True}
@@ -228,15 +226,9 @@ def exported(fake_api, tmp_path, capsys):
     fake_api.add(pvc("fresh-root", annotations={rules.CREATED_FOR_DATA_VOLUME_ANNOTATION: "u"},
                      ownerReferences=[{**DV_OWNER, "name": "fresh-root"}]))
     kubeconfig = fake_api.write_kubeconfig(str(tmp_path / "kubeconfig"), namespace="demo")
-    stop = threading.Event()
-    snapshotter = threading.Thread(target=mark_snapshots_ready, args=(fake_api, stop), daemon=True)
-    snapshotter.start()
-    try:
+    with Snapshotter(fake_api):
         code = main(["export", "vm/fedora", "vm/gc", "vm/fresh", "--snapshot", "--freeze=never", "--name", "nightly",
                      "--kubeconfig", kubeconfig, "--to", str(tmp_path / "b"), "-q"])
-    finally:
-        stop.set()
-        snapshotter.join()
     assert code == 0, capsys.readouterr().err
     return read_bundle(str(tmp_path / "b"))
 

@@ -13,13 +13,12 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 from typing import Iterator
 
 import pytest
 
 from .fakeapi import FakeKubeAPI
-from .helpers import REPO, RolloutController, example_objects, obj
+from .helpers import REPO, RolloutController, Snapshotter, example_objects, obj
 
 README = os.path.join(REPO, "README.md")
 BIN = os.path.dirname(sys.executable)
@@ -69,23 +68,8 @@ def demo_cluster(tmp_path) -> Iterator[tuple[FakeKubeAPI, str]]:
         fake.add_all(example_objects())
         for name in ("demo", "os-images", "net-system"):
             fake.add(obj("v1", "Namespace", name, namespace=""))
-        stop = threading.Event()
-
-        def snapshotter() -> None:
-            while not stop.wait(0.05):
-                for snapshot in fake.objects("snapshot.storage.k8s.io", "VolumeSnapshot"):
-                    if not (snapshot.get("status") or {}).get("readyToUse"):
-                        fake.add({**snapshot, "status": {"readyToUse": True, "restoreSize": "1Gi",
-                                                         "creationTime": "2026-01-01T00:00:00Z"}})
-
-        thread = threading.Thread(target=snapshotter, daemon=True)
-        thread.start()
-        try:
-            with RolloutController(fake):
-                yield fake, fake.write_kubeconfig(str(tmp_path / "kubeconfig"), namespace="demo")
-        finally:
-            stop.set()
-            thread.join()
+        with Snapshotter(fake), RolloutController(fake):
+            yield fake, fake.write_kubeconfig(str(tmp_path / "kubeconfig"), namespace="demo")
 
 
 def test_the_first_block_holds_the_two_setup_commands():

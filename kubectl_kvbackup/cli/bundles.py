@@ -64,7 +64,7 @@ def graph_of(index: dict[str, Any]) -> Graph:
 
     graph = Graph(roots=[ref(r) for r in index["roots"]])
     for node in index["nodes"]:
-        graph.objects[ref(node)] = node if node.get("found") else None
+        graph.objects[ref(node)] = node if node.get("found") or node.get("excluded") else None
     graph.edges = [GraphEdge(ref(e["from"]), ref(e["to"]), e["path"], e["optional"]) for e in index["edges"]]
     return graph
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import Callable
+import time
+from typing import TYPE_CHECKING, Callable, TextIO
 
 from .common import (UsageError, add_connection_flags, add_selection_flags, parse_duration, selection_and_source,
                      warn)
 from .graph import report_missing
+
+if TYPE_CHECKING:
+    from ..export import ExportOptions
 
 FREEZE_MODES = ("auto", "required", "never")  # ExportOptions.freeze
 
@@ -31,11 +35,11 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_selection_flags(parser)
     parser.add_argument("--to", required=True, metavar="PATH",
-                        help="bundle to create: a directory, PATH.tar.gz, or - for a tar.gz on stdout")
+                        help="bundle to create: a directory, PATH.tar.gz (or .tgz), or - for a tar.gz on stdout")
     parser.add_argument("--name", help="backup name, used in labels and snapshot names (default: from the time)")
     parser.add_argument("--freeze", choices=FREEZE_MODES, default="auto",
-                        help="auto: freeze guests with an agent; required: fail unless every running guest "
-                             "freezes; never (default: auto)")
+                        help="auto: with --snapshot, freeze guests with an agent around the snapshots; required: "
+                             "fail unless every running guest freezes (needs --snapshot); never (default: auto)")
     parser.add_argument("--unfreeze-timeout", default="5m", metavar="DURATION",
                         help="KubeVirt thaws a guest by itself after this long (default 5m)")
     parser.add_argument("--parallel", type=int, default=4, metavar="N", help="guests frozen at once (default 4)")
@@ -68,16 +72,66 @@ def go_duration(seconds: float) -> str:
     return (f"{hours}h" if hours else "") + f"{minutes}m{secs}s"
 
 
-def progress_printer(quiet: bool) -> Callable[[str], None]:
-    if quiet or not sys.stderr.isatty():
-        return lambda message: None
-    return lambda message: print(message, file=sys.stderr)
+class ProgressPrinter:
+    """Progress on stderr. On a terminal, one line rewritten in place (phase, counts, elapsed time); elsewhere, a line
+    when a phase starts and one per minute while it lasts, so that logs show a long wait is not a hang."""
+
+    def __init__(self, stream: TextIO, live: bool, clock: Callable[[], float] = time.monotonic,
+                 every: float = 60.0):
+        self.stream, self.live, self.clock, self.every = stream, live, clock, every
+        self.phase = ""
+        self.started = self.shown = 0.0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        now = self.clock()
+        if phase != self.phase:
+            if self.live and self.phase:
+                self.stream.write("\n")
+            self.phase, self.started, self.shown = phase, now, now
+            if not self.live:
+                self._line(f"{phase}: {done}/{total}")
+                return
+            self.shown = -self.every  # a new phase shows at once
+        elapsed = now - self.started
+        if self.live and (done == total or now - self.shown >= 0.1):
+            self.stream.write(f"\r{phase}: {done}/{total} ({elapsed:.0f}s)\x1b[K")
+            self.stream.flush()
+            self.shown = now
+        elif not self.live and now - self.shown >= self.every:
+            self._line(f"{phase}: {done}/{total} after {elapsed:.0f}s")
+            self.shown = now
+
+    def _line(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.live and self.phase:
+            self.stream.write("\n")
+        self.phase = ""
+
+
+def silent(phase: str, done: int, total: int) -> None:
+    """-q: no progress."""
 
 
 BACKUP_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
+def check_target(target: str) -> None:
+    """``--to`` names what kvbackup writes: a directory, a .tar.gz (or .tgz), or ``-``; other archives are refused
+    before anything is read, rather than silently written as a directory."""
+    from ..bundle import archive_suffix
+
+    accepted = "a directory, PATH.tar.gz (or .tgz), or - for a .tar.gz on stdout"
+    if not target.strip():
+        raise UsageError(f"error: --to is empty: give {accepted}")
+    suffix = archive_suffix(target)
+    if suffix is not None and suffix not in (".tar.gz", ".tgz"):
+        raise UsageError(f'error: --to "{target}": kvbackup does not write {suffix} archives: give {accepted}')
+
+
 def validate(args: argparse.Namespace) -> None:
+    check_target(args.to)
     if args.name is not None and not BACKUP_NAME.fullmatch(args.name):
         raise UsageError(f'error: --name "{args.name}" must be a valid label value and name part: lowercase letters, '
                          "digits and '-', starting and ending with a letter or digit, at most 63 characters")
@@ -85,18 +139,17 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError("error: --parallel must be 1 or more")
     if args.filename and args.snapshot:
         raise UsageError("error: --snapshot needs a cluster: it cannot be used with -f")
+    if args.freeze == "required" and not args.snapshot:
+        raise UsageError("error: --freeze=required needs --snapshot: a freeze protects only a data step taken while "
+                         "guests are frozen (without --snapshot the bundle holds objects, not disk data)")
     if args.to == "-" and sys.stdout.isatty():
         raise UsageError("error: refusing to write a tar.gz to a terminal: redirect stdout or give --to PATH")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bundle import BundleWriter
     from ..clock import now_iso
     from ..crypto import load_key
-    from ..export import ExportOptions, backup_name_from, export
-    from ..freeze import terminate_as_exception
-    from ..graph.walk import walk
-    from ..sources import ClusterSource, select_roots
+    from ..export import ExportOptions, backup_name_from, cut_deadline
 
     validate(args)
     unfreeze = parse_unfreeze_timeout(args.unfreeze_timeout)
@@ -106,29 +159,47 @@ def run(args: argparse.Namespace) -> int:
         quiet_warn("warning: Secrets are stored unencrypted (files are mode 0600): pass --encrypt-key-file to "
                    "encrypt them, or --exclude-secrets")
     created = now_iso()
+    snapshot_timeout = parse_duration(args.snapshot_timeout) or 600.0
     options = ExportOptions(backup_name=args.name or backup_name_from(created), freeze=args.freeze,
                             unfreeze_timeout=go_duration(unfreeze), parallel=args.parallel, snapshot=args.snapshot,
-                            snapshot_class=args.snapshot_class,
-                            snapshot_timeout=parse_duration(args.snapshot_timeout) or 600.0, key=key,
+                            snapshot_class=args.snapshot_class, snapshot_timeout=snapshot_timeout,
+                            cut_timeout=min(cut_deadline(unfreeze), snapshot_timeout), key=key,
                             exclude_secrets=args.exclude_secrets)
-    progress = progress_printer(args.quiet)
+    printer = None if args.quiet else ProgressPrinter(sys.stderr, sys.stderr.isatty())
+    try:
+        index = export_selected(args, options, key, printer or silent)
+    finally:
+        if printer is not None:
+            printer.close()
+    if not args.quiet:
+        summarize(index, args.to)
+    return 0
+
+
+def export_selected(args: argparse.Namespace, options: ExportOptions, key: bytes | None,
+                    progress: Callable[[str, int, int], None]) -> dict:
+    from .. import kinds
+    from ..bundle import BundleWriter
+    from ..export import export
+    from ..freeze import terminate_as_exception
+    from ..graph.walk import walk
+    from ..sources import ClusterSource, select_roots
+
     selection, source = selection_and_source(args)
     with BundleWriter(args.to, key) as writer, terminate_as_exception():
         roots = select_roots(source, selection)
         if not roots:
             raise UsageError("error: nothing to export: no VMs, VMIs, VMI replica sets or VM pools matched")
-        graph = walk(roots, source, keep_reached_roots=bool(selection.targets))
-        progress(f"listed {len(graph.objects)} objects")
+        unread = {(kinds.SECRET.group, kinds.SECRET.kind)} if args.exclude_secrets else set()
+        graph = walk(roots, source, keep_reached_roots=bool(selection.targets), unread_kinds=unread)
+        progress("objects listed", len(graph.objects), len(graph.objects))
         if not args.quiet:
             report_missing(graph)
         connection = source.connection if isinstance(source, ClusterSource) else None
         origin = ({"offline": False, "server": connection.server, "context": connection.context or None}
                   if connection else {"offline": True, "manifests": args.filename})
-        index = export(graph, writer, options, origin, connection, progress, warn,
-                       sys.stdout.buffer if args.to == "-" else None)
-    if not args.quiet:
-        summarize(index, args.to)
-    return 0
+        return export(graph, writer, options, origin, connection, progress, warn,
+                      sys.stdout.buffer if args.to == "-" else None)
 
 
 def summarize(index: dict, target: str) -> None:
@@ -136,11 +207,15 @@ def summarize(index: dict, target: str) -> None:
     skipped = [n for n in nodes if not n["restore"]]
     warn(f"exported {len(nodes)} objects to {'stdout' if target == '-' else target} "
          f"({len(skipped)} recorded but not to be restored)")
-    for vmi in index["freeze"]["vmis"]:
+    freeze = index["freeze"]
+    for vmi in freeze["vmis"]:
         timing = f", frozen for {vmi['frozenForSeconds']:.3f}s" if vmi.get("frozenForSeconds") is not None else ""
         reason = f": {vmi['reason']}" if vmi.get("reason") else ""
         warn(f"  vmi {vmi['namespace']}/{vmi['name']}: {vmi['result']}{timing}{reason}")
-    if index["freeze"].get("frozenWindowSeconds") is not None:
-        warn(f"  frozen window: {index['freeze']['frozenWindowSeconds']:.3f}s")
-    for snapshot in index["snapshots"]:
-        warn(f"  snapshot {snapshot['namespace']}/{snapshot['name']}: ready")
+    if freeze.get("frozenWindowSeconds") is not None:
+        warn(f"  frozen window: {freeze['frozenWindowSeconds']:.3f}s = snapshot cut "
+             f"{freeze['snapshotCutSeconds']:.3f}s + overhead {freeze['overheadSeconds']:.3f}s")
+    for volume in freeze["volumes"]:
+        snapshot = f" (snapshot {volume['snapshot']})" if volume["snapshot"] else ""
+        reason = f": {volume['reason']}" if volume["reason"] else ""
+        warn(f"  pvc {volume['namespace']}/{volume['name']}{snapshot}: {volume['consistency']}{reason}")

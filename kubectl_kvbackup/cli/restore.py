@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from .. import rules
 from ..bundle import encrypted_secrets, objects_as_read, open_verified
@@ -18,7 +18,7 @@ from ..restore import (EXISTING_MODES, RUN_STRATEGIES, VOLUME_MODES,
                        wait_until_ready)
 from ..sources import ClusterSource
 from .common import UsageError, add_connection_flags, connection_options, parse_duration, parse_targets, warn
-from .export import BACKUP_NAME, progress_printer
+from .export import BACKUP_NAME
 from .printers import print_data
 
 EXAMPLES = """examples:
@@ -83,6 +83,13 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     adopter.add_argument("--parallel", type=int, default=8, metavar="N", help="patches at once")
     add_connection_flags(adopter)
     adopter.set_defaults(run=run_adopt)
+
+
+def progress_printer(quiet: bool) -> Callable[[str], None]:
+    """Progress lines on a terminal's stderr; nothing under -q or when stderr is not a terminal."""
+    if quiet or not sys.stderr.isatty():
+        return lambda message: None
+    return lambda message: print(message, file=sys.stderr)
 
 
 def identity_policies(args: argparse.Namespace) -> rules.IdentityPolicies:

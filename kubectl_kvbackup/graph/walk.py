@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 from ..refs import Ref
 from .edges import Edge, Index, Obj, edges_of, uncaptured_data
@@ -40,6 +40,8 @@ class Graph:
     objects: dict[Ref, Obj | None] = field(default_factory=dict)  # None: not found
     edges: list[GraphEdge] = field(default_factory=list)
     notes: list[GraphNote] = field(default_factory=list)
+    #: nodes reached but, by request, never read (``export --exclude-secrets``): neither found nor missing
+    unread: list[Ref] = field(default_factory=list)
 
     @property
     def nodes(self) -> list[Ref]:
@@ -50,7 +52,8 @@ class Graph:
 
     def missing_required(self) -> list[GraphEdge]:
         """Edges whose target must exist but does not: what a restore would lack."""
-        return [e for e in self.edges if not e.optional and not self.found(e.target)]
+        unread = set(self.unread)
+        return [e for e in self.edges if not e.optional and not self.found(e.target) and e.target not in unread]
 
     def edges_from(self, ref: Ref) -> list[GraphEdge]:
         return [e for e in self.edges if e.source == ref]
@@ -67,12 +70,15 @@ class Graph:
         }
 
 
-def walk(roots: Iterable[tuple[Ref, Obj]], index: Index, keep_reached_roots: bool = True) -> Graph:
+def walk(roots: Iterable[tuple[Ref, Obj]], index: Index, keep_reached_roots: bool = True,
+         unread_kinds: Collection[tuple[str, str]] = ()) -> Graph:
     """Breadth-first closure: every found node is expanded, every VM/VMI/VMIRS/pool reached included.
 
     Nodes keep the order they were reached in, so output is stable for the same objects. With
     ``keep_reached_roots=False`` (roots chosen by selector, not by name) a root that another root reaches — a pool's
-    VM, a replica set's VMI — stops being a root and appears once, under what it belongs to.
+    VM, a replica set's VMI — stops being a root and appears once, under what it belongs to. Targets of the
+    ``unread_kinds`` ((group, Kind) pairs) are recorded in ``graph.unread`` without asking the index, so a user
+    without access to them (Secrets, say) can still walk the graph.
     """
     root_list = list(roots)
     graph = Graph(roots=[ref for ref, _ in root_list])
@@ -89,7 +95,10 @@ def walk(roots: Iterable[tuple[Ref, Obj]], index: Index, keep_reached_roots: boo
         graph.notes += [GraphNote(ref, note.path, note.what) for note in uncaptured_data(obj)]
         for edge in edges_of(obj, index):
             graph.edges.append(GraphEdge(ref, edge.target, edge.path, edge.optional))
-            if edge.target not in graph.objects:
+            if (edge.target.group, edge.target.kind) in unread_kinds:
+                if edge.target not in graph.unread:
+                    graph.unread.append(edge.target)
+            elif edge.target not in graph.objects:
                 graph.objects[edge.target] = index.get(edge.target)
                 queue.append(edge.target)
     if not keep_reached_roots:
