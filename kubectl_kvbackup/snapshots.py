@@ -54,6 +54,8 @@ class SnapshotRecord:
     content_name: str | None = None
     snapshot_handle: str | None = None
     driver: str | None = None
+    #: the content's deletionPolicy once read: kvbackup makes it Retain; "Delete" again when the export fails
+    deletion_policy: str | None = None
     consistency: str = ""
     consistency_reason: str = ""
     error: str = ""
@@ -64,6 +66,7 @@ class SnapshotRecord:
                 "creationTime": self.creation_time, "readyToUse": self.ready_at is not None,
                 "readyAt": iso(self.ready_at), "restoreSize": self.restore_size,
                 "contentName": self.content_name, "snapshotHandle": self.snapshot_handle, "driver": self.driver,
+                "deletionPolicy": self.deletion_policy,
                 "consistency": self.consistency or None, "consistencyReason": self.consistency_reason or None,
                 "error": self.error or None}
 
@@ -105,12 +108,28 @@ def delete_command(record: SnapshotRecord) -> str:
     return f"kubectl delete volumesnapshot -n {record.pvc.namespace} {record.name}"
 
 
+def _set_deletion_policy(connection: Connection, content_name: str, policy: str) -> None:
+    path = object_path(kinds.VOLUME_SNAPSHOT_CONTENT, kinds.VOLUME_SNAPSHOT_CONTENT.version, "", content_name)
+    try:
+        connection.request("PATCH", path, body={"spec": {"deletionPolicy": policy}},
+                           content_type="application/merge-patch+json")
+    except ApiError as error:
+        if error.status == 403:
+            raise KubeError(f"{error}\nexport --snapshot needs patch on volumesnapshotcontents "
+                            "(snapshot.storage.k8s.io) to keep the snapshots when their namespace is deleted: see "
+                            "README (RBAC)") from None
+        raise
+
+
 def delete_snapshots(connection: Connection, records: list[SnapshotRecord],
                      warn: Callable[[str], None] = lambda m: None) -> None:
     """Best effort: a failed export must not leave snapshots nobody will restore from; those that stay are named
-    with the command that deletes them."""
+    with the command that deletes them. A content this export set to Retain is set back to Delete first, or the
+    storage snapshot would outlive its VolumeSnapshot."""
     for record in records:
         try:
+            if record.content_name and record.deletion_policy == "Retain":
+                _set_deletion_policy(connection, record.content_name, "Delete")
             connection.request("DELETE", object_path(kinds.VOLUME_SNAPSHOT, kinds.VOLUME_SNAPSHOT.version,
                                                      record.pvc.namespace, record.name))
         except ApiError as error:
@@ -180,7 +199,11 @@ def wait_until_ready(connection: Connection, records: list[SnapshotRecord], back
 
 def read_contents(connection: Connection, records: list[SnapshotRecord], parallel: int = 4) -> None:
     """What a restore into another namespace needs, from each ready snapshot's bound VolumeSnapshotContent: the
-    storage's snapshot handle and the CSI driver (Velero's CSI restore pre-provisions a content from these)."""
+    storage's snapshot handle and the CSI driver (Velero's CSI restore pre-provisions a content from these). Each
+    content is then set to ``deletionPolicy: Retain``, as Velero's CSI backup does (velero
+    pkg/util/csi/volume_snapshot.go): with a class's ``Delete``, deleting the namespace — the disaster a backup is
+    for — would delete the storage snapshot with its VolumeSnapshot (external-snapshotter
+    pkg/common-controller/snapshot_controller.go)."""
     def read(record: SnapshotRecord) -> None:
         if not record.content_name:
             raise KubeError(f"error: VolumeSnapshot {record.pvc.namespace}/{record.name} is ready but names no "
@@ -196,6 +219,10 @@ def read_contents(connection: Connection, records: list[SnapshotRecord], paralle
             raise
         record.snapshot_handle = (content.get("status") or {}).get("snapshotHandle")
         record.driver = (content.get("spec") or {}).get("driver")
+        record.deletion_policy = (content.get("spec") or {}).get("deletionPolicy")
+        if record.deletion_policy != "Retain":
+            _set_deletion_policy(connection, record.content_name, "Retain")
+            record.deletion_policy = "Retain"
 
     if records:
         with ThreadPoolExecutor(max_workers=min(max(1, parallel), len(records)), thread_name_prefix="content") as pool:

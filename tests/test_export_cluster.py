@@ -21,7 +21,7 @@ from kubectl_kvbackup.graph.walk import Graph, GraphEdge
 from kubectl_kvbackup.refs import Ref
 from kubectl_kvbackup.snapshots import SnapshotRecord
 
-from .helpers import REPO, SNAPSHOTS, Snapshotter, example_objects, obj
+from .helpers import CONTENTS, REPO, SNAPSHOTS, Snapshotter, example_objects, obj
 
 #: how long a test waits for something a subprocess must do; generous, for a loaded 2-core machine
 PATIENCE = 180
@@ -226,6 +226,9 @@ def test_guests_are_thawed_once_every_snapshot_is_cut_not_when_requested(capsys,
     assert db["creationTime"] and db["createdAt"] and db["readyAt"]
     assert fake.get_object(*SNAPSHOTS, "demo", "db-disk-nightly")["spec"] == {
         "source": {"persistentVolumeClaimName": "db-disk"}, "volumeSnapshotClassName": "csi-snap"}
+    # the storage snapshot outlives its namespace: the backup's data survives the disaster it is for
+    assert db["deletionPolicy"] == "Retain"
+    assert fake.get_object(*CONTENTS, None, "snapcontent-demo-db-disk-nightly")["spec"]["deletionPolicy"] == "Retain"
 
 
 def test_at_the_cut_deadline_guests_are_thawed_and_the_snapshots_called_crash_consistent(capsys, cluster,
@@ -403,6 +406,21 @@ def test_snapshots_of_a_failed_export_are_deleted(capsys, cluster, tmp_path):
     assert code == 1
     assert fake.objects(*SNAPSHOTS) == []
     assert [r.method for r in fake.requests if "volumesnapshots/" in r.path and r.method == "DELETE"] == ["DELETE"] * 2
+
+
+def test_a_failed_export_gives_the_snapshot_contents_it_retained_back_to_deletion(capsys, cluster, tmp_path):
+    """The db content is retained first; reading the cache content then fails: deleting the export's snapshots must
+    not leave the db storage snapshot behind, retained and owned by nobody."""
+    fake, kubeconfig = cluster
+    fake.inject("GET", r"/volumesnapshotcontents/snapcontent-demo-cache-disk-nightly$", status=500, delay=0.5,
+                message="etcd is unavailable")
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", "vmi/cache", "--name", "nightly",
+                                      fake=fake)
+    assert code == 1 and "etcd is unavailable" in err
+    db_content = "snapcontent-demo-db-disk-nightly"
+    assert len([r for r in fake.requests if r.method == "PATCH" and r.path.endswith(db_content)]) == 2
+    assert fake.get_object(*CONTENTS, None, db_content)["spec"]["deletionPolicy"] == "Delete"
+    assert fake.objects(*SNAPSHOTS) == [] and not os.path.exists(tmp_path / "b")
 
 
 def test_unfreeze_timeout_below_a_second_is_refused(capsys, cluster, tmp_path):
