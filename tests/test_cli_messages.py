@@ -154,7 +154,8 @@ def test_verbose_6_logs_each_request_once(capsys, fake_api, kubeconfig):
     (["thaw"], "thaw"),
     (["graph", "-f", EXAMPLES, "-l", "a in (b"], "graph"),
     (["graph", "-o", "xml"], "graph"),
-    (["webhook", "render", "--identity-policy", "sometimes"], "webhook render"),
+    (["webhook", "render", "--mac-policy", "sometimes"], "webhook render"),
+    (["restore", "b", "--volumes", "somehow"], "restore"),
 ])
 def test_usage_errors_point_at_the_verbs_own_help(capsys, argv, verb):
     try:

@@ -62,8 +62,8 @@ def cluster(fake_api, tmp_path) -> str:
 
 def test_verbs_flags_and_flag_values():
     assert kubectl_protocol("gr") == (["graph"], NO_FILE)
-    assert kubectl_protocol("") [0] == ["completion", "export", "freeze", "graph", "inspect", "thaw", "verify",
-                                        "version", "webhook"]
+    assert kubectl_protocol("") [0] == ["adopt", "completion", "export", "freeze", "graph", "inspect", "restore",
+                                        "thaw", "verify", "version", "webhook"]
     assert kubectl_protocol("graph", "--all-") == (["--all-namespaces"], NO_FILE)
     assert kubectl_protocol("graph", "-o", "") == (["dot", "json", "name", "tree", "wide", "yaml"], NO_FILE)
     assert kubectl_protocol("graph", "--output=j") == (["--output=json"], NO_FILE)

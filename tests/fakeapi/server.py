@@ -32,7 +32,7 @@ from .discovery import VMI_SUBRESOURCE_TYPE, PageNotFound, Route, route
 from .kubevirt import FreezeCall, Freezer
 from .status import REASONS, ApiStatus, FieldError, invalid_all, method_not_allowed
 from .storage import Store, parse_json
-from .types import DEFAULT_TYPES, Registry, ResourceType
+from .types import DEFAULT_TYPES, GO_TRUE, Registry, ResourceType
 
 Obj = dict[str, Any]
 ADMIN = "admin"
@@ -305,7 +305,7 @@ class FakeKubeAPI:
         verb = ("update" if method == "PUT" else None) if freeze else _VERBS.get((method, name is not None))
         if verb is None or (verb == "create" and rt.namespaced and namespace is None):
             raise method_not_allowed()
-        if verb == "list" and query.get("watch") in ("1", "true"):
+        if verb == "list" and query.get("watch") in GO_TRUE:
             verb = "watch"
         self._authz.check(user, verb, rt, f"{rt.plural}/{sub}" if sub else rt.plural, namespace,
                           name if verb != "create" else None)
@@ -327,7 +327,7 @@ class FakeKubeAPI:
             return 200, self._store.update(rt, namespace, name or "", parse_json(body), sub, admit, dry_run)
         if verb == "patch" and headers.get("content-type", "").split(";")[0].strip() == _APPLY:
             created, obj = apply.apply(self._store, rt, namespace, name or "", body, sub, admit, dry_run,
-                                       query.get("fieldManager"), query.get("force") in ("1", "true"))
+                                       query.get("fieldManager"), query.get("force") in GO_TRUE)
             return (201 if created else 200), obj
         if verb == "patch":
             return 200, self._store.patch(rt, namespace, name or "", headers.get("content-type", ""), body, sub,

@@ -9,6 +9,11 @@ from typing import Any, Iterable
 Obj = dict[str, Any]
 
 
+#: what kube-apiserver takes for true in a query (Go's strconv.ParseBool, through apimachinery's
+#: runtime/conversion.go): the Python client before 37 sends "True"
+GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+
+
 @dataclass(frozen=True)
 class ResourceType:
     group: str

@@ -18,7 +18,7 @@ from kubectl_kvbackup.selectors import SelectorError, parse_selector
 
 from .status import ApiStatus, bad_request
 from .storage import Event, Store, field_selector
-from .types import ResourceType
+from .types import GO_TRUE, ResourceType
 
 Obj = dict[str, Any]
 #: how long a watch that asked for bookmarks stays idle before one is sent (kube-apiserver: about a minute)
@@ -39,7 +39,7 @@ def stream(store: Store, rt: ResourceType, namespace: str | None, query: dict[st
         raise bad_request(f'resourceVersion: Invalid value: "{given}": must be a non-negative integer')
     timeout = query.get("timeoutSeconds", "")
     deadline = time.monotonic() + int(timeout) if timeout.isdigit() else None
-    bookmarks = query.get("allowWatchBookmarks") in ("1", "true")
+    bookmarks = query.get("allowWatchBookmarks") in GO_TRUE
     type_key = (rt.group, rt.kind)
 
     def matches(obj: Obj | None) -> bool:
