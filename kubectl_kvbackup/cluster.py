@@ -163,6 +163,43 @@ class Connection:
             if not token:
                 return
 
+    def watch(self, path: str, query: list[tuple[str, Any]], read_timeout: float) -> Iterator[dict[str, Any]]:
+        """The events of a WATCH (``watch=1`` is added), one JSON line each, as they arrive. Raises ApiError for an
+        HTTP error, KubeError when the connection fails or stays silent for ``read_timeout`` seconds. The stream is
+        closed when the caller stops iterating."""
+        with self._lock:
+            self.requests += 1
+        method, url, headers, _, _ = self.api.param_serialize(
+            "GET", path, query_params=[("watch", "1"), *query], header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"])
+        try:
+            response = self.api.call_api(method, url, header_params=headers,
+                                         _request_timeout=(self.request_timeout or CONNECT_TIMEOUT, read_timeout))
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise KubeError(f"Unable to connect to the server {self.server}: {_root_cause(error)}") from None
+        except k8s_client.ApiException as error:
+            raise KubeError(f"Unable to connect to the server {self.server}: {error.reason}") from None
+        raw = response.response
+        try:
+            if response.status >= 400:
+                body = json.loads(raw.read() or b"{}")
+                raise ApiError(response.status, body.get("reason") or _reason_for(response.status),
+                               body.get("message") or f"the server responded with status {response.status}", body)
+            pending = b""
+            for chunk in raw.stream(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise KubeError(f"the watch of {path} broke: {_root_cause(error)}") from None
+        except ValueError as error:
+            raise KubeError(f"the watch of {path} sent something that is not JSON: {error}") from None
+        finally:
+            raw.close()  # an unfinished stream cannot be reused: the pool opens a new connection next time
+            raw.release_conn()
+
 
 def _fresh_continue(error: ApiError, token: str) -> str:
     """The token a 410 Expired for a continued list offers; any other error, or none offered, is raised."""

@@ -41,6 +41,15 @@ class LookupFailed(Exception):
         self.forbidden = forbidden
 
 
+class IdentitiesUnchecked(LookupFailed):
+    """The identities in use are known only in part (the identity index has not synced, or is stale): ``partial``
+    is what is known, which the rules still use."""
+
+    def __init__(self, message: str, partial: tuple[set[str], set[str], set[str]]):
+        super().__init__(message)
+        self.partial = partial
+
+
 class Lookups(Protocol):
     def namespace_labels(self, namespace: str) -> dict[str, str]: ...
 
@@ -48,7 +57,9 @@ class Lookups(Protocol):
 
     def pvc(self, namespace: str, name: str) -> Obj | None: ...
 
-    def identities(self) -> tuple[set[str], set[str], set[str]]: ...
+    def identities(self, obj: Obj, request_uid: str, dry_run: bool) -> tuple[set[str], set[str], set[str]]: ...
+
+    def reserve_identities(self, obj: Obj, request_uid: str, dry_run: bool) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -175,8 +186,10 @@ def _judge(request: Obj, lookups: Lookups, policies: IdentityPolicies) -> Outcom
         message = (f"kvbackup restore rules: {kind} {namespace}/{name} must not be restored (rule {decision.rule}): "
                    f"{decision.reason}; leave it out of the restore")
         return Outcome(200, answer(uid, False, code=403, reason="Forbidden", message=message), kind, "denied")
-    context = _restore_context(work, policies, _Recorder(lookups, failures, started))
+    recorder = _Recorder(lookups, failures, started, uid, request.get("dryRun") is True)
+    context = _restore_context(work, policies, recorder)
     mutated, changes = rules.restore_object(work, context)
+    recorder.reserve_identities(work, mutated, policies)
     return _allowed(uid, kind, jsonpatch.diff(work, mutated), failures, [f"changed {change}" for change in changes])
 
 
@@ -232,6 +245,8 @@ class _Recorder:
     lookups: Lookups
     failures: list[tuple[str, str]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    request_uid: str = ""
+    dry_run: bool = False
 
     def _check_budget(self) -> None:
         if time.monotonic() - self.started > LOOKUP_BUDGET:
@@ -273,12 +288,28 @@ class _Recorder:
             return set(), set(), set()
         try:
             self._check_budget()
-            return self.lookups.identities()
+            return self.lookups.identities(obj, self.request_uid, self.dry_run)
+        except IdentitiesUnchecked as error:
+            self.failures.append(("identity-index", f"MAC addresses, serials and UUIDs were not checked against the "
+                                                    f"cluster ({error}), only against this restore: duplicates of "
+                                                    "running VMs may have been kept"))
+            return error.partial
         except LookupFailed as error:
             self.failures.append(("identities", f"could not list the MAC addresses, serials and UUIDs in use "
                                                 f"({error}): they were kept as restored"))
             # with nothing known to be in use, a collision policy keeps every value
             return set(), set(), set()
+
+
+    def reserve_identities(self, before: Obj, after: Obj, policies: IdentityPolicies) -> None:
+        """Values the rules let through or handed out are held at once: the next VM of the restore may be admitted
+        before any watch has shown this one."""
+        if not rules.needs_identities_in_use(before, policies):
+            return
+        try:
+            self.lookups.reserve_identities(after, self.request_uid, self.dry_run)
+        except LookupFailed as error:
+            self.failures.append(("identities", f"{error}: a VM restored next may get the same values"))
 
 
 def _restore_context(obj: Obj, policies: IdentityPolicies, recorder: _Recorder) -> RestoreContext:
