@@ -274,10 +274,10 @@ def test_render_sets_the_policies_and_lists_vms_only_for_a_collision_policy():
     default = manifests.render(manifests.Settings())
     assert env(default)["KVBACKUP_WEBHOOK_MAC_POLICY"] == env(default)["KVBACKUP_WEBHOOK_FIRMWARE_POLICY"] == \
         "regenerate-on-collision"
-    assert vm_rule(default)["verbs"] == ["get", "list"]
+    assert vm_rule(default)["verbs"] == ["get", "list", "watch"]
     firmware_only = manifests.render(manifests.Settings(identity=IdentityPolicies(
         MacPolicy.CLEAR, FirmwarePolicy.REGENERATE_ON_COLLISION)))
-    assert vm_rule(firmware_only)["verbs"] == ["get", "list"]
+    assert vm_rule(firmware_only)["verbs"] == ["get", "list", "watch"]
 
 
 def test_render_refuses_an_unknown_policy(capsys):

@@ -90,9 +90,11 @@ def test_the_index_lists_in_pages_then_is_synced_with_every_value_in_use(fake_ap
     pages = [r for r in fake_api.requests if r.path.endswith("/virtualmachines") and "watch" not in r.query]
     assert len(pages) == 3 and all(r.query["limit"] == "2" for r in pages) and "continue" in pages[-1].query
     assert index.object_count() == 4  # VMs c and d use no value: nothing is kept of them
-    watches = wait_for(lambda: [r.query for r in fake_api.requests if r.query.get("watch") == "1"][1:] and
-                       [r.query for r in fake_api.requests if r.query.get("watch") == "1"], "both watches")
-    assert len(watches) == 2 and all(q["allowWatchBookmarks"] == "true" and q["resourceVersion"] for q in watches)
+
+    def watches() -> list[dict[str, str]]:
+        return [r.query for r in fake_api.requests if r.query.get("watch") == "1"]
+    wait_for(lambda: len(watches()) == 2, "a watch of each kind")
+    assert all(q["allowWatchBookmarks"] == "true" and q["resourceVersion"] for q in watches())
 
 
 def test_updates_and_deletes_are_seen_and_a_shared_value_lives_while_any_object_uses_it(fake_api, index,
