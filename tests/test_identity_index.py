@@ -13,6 +13,7 @@ import pytest
 from kubectl_kvbackup import kinds, rules
 from kubectl_kvbackup.cluster import ConnectionOptions, connect, object_path
 from kvbackup_webhook import create_app, identity_index
+from kvbackup_webhook.admission import InUse
 from kvbackup_webhook.identity_index import IdentityIndex, Reservations
 from kvbackup_webhook.lookups import ClusterLookups
 
@@ -139,7 +140,7 @@ def test_values_held_by_one_worker_are_seen_by_another_and_expire(tmp_path) -> N
     now = [1000.0]
     first, second = Reservations(path, ttl=60, clock=lambda: now[0]), Reservations(path, ttl=60, clock=lambda: now[0])
     wanted = ({"02:00:00:00:00:01"}, {"s1"}, set())
-    nothing: identity_index.Values = (set(), set(), set())
+    nothing: InUse = (set(), set(), set())
     assert first.claim("prod/a", wanted, nothing, hold=True) == nothing
     assert first.claim("prod/a", wanted, nothing, hold=True) == nothing  # its own values do not collide
     assert second.claim("prod/b", wanted, nothing, hold=True) == wanted
@@ -190,7 +191,8 @@ def test_before_the_index_has_synced_reviews_warn_count_and_readiness_waits(fake
     client = create_app({"LOOKUPS": lookups, "INDEX_SYNC_TIMEOUT": 3600}).test_client()
     try:
         response = client.get("/readyz")
-        assert response.status_code == 503 and "has not finished listing VirtualMachineInstances" in response.text
+        assert response.status_code == 503 and "has not finished listing" in response.text
+        assert "VirtualMachineInstances yet" in response.text
         first = client.post("/mutate", json=restore_review(vm("a", mac="02:00:00:00:00:05"), "uid-a")).json
         second = client.post("/mutate", json=restore_review(vm("b", mac="02:00:00:00:00:05"), "uid-b")).json
         for answer in (first, second):

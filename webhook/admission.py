@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import AbstractSet, Any, Protocol
 
 from kubectl_kvbackup import kinds, rules
 from kubectl_kvbackup.kinds import group_of
@@ -22,6 +22,7 @@ from kubectl_kvbackup.rules import IdentitiesInUse, IdentityPolicies, RestoreCon
 from . import jsonpatch
 
 Obj = dict[str, Any]
+InUse = tuple[AbstractSet[str], AbstractSet[str], AbstractSet[str]]  # MACs, serials, UUIDs (rules.identity_values)
 API_VERSION = "admission.k8s.io/v1"
 HANDLED_KINDS = {(k.group, k.kind) for k in (kinds.DATA_VOLUME, kinds.PVC, kinds.VMI, kinds.POD, kinds.VM)}
 log = logging.getLogger("kvbackup_webhook")
@@ -45,7 +46,7 @@ class IdentitiesUnchecked(LookupFailed):
     """The identities in use are known only in part (the identity index has not synced, or is stale): ``partial``
     is what is known, which the rules still use."""
 
-    def __init__(self, message: str, partial: tuple[set[str], set[str], set[str]]):
+    def __init__(self, message: str, partial: InUse):
         super().__init__(message)
         self.partial = partial
 
@@ -57,7 +58,7 @@ class Lookups(Protocol):
 
     def pvc(self, namespace: str, name: str) -> Obj | None: ...
 
-    def identities(self, obj: Obj, request_uid: str, dry_run: bool) -> tuple[set[str], set[str], set[str]]: ...
+    def identities(self, obj: Obj, request_uid: str, dry_run: bool) -> InUse: ...
 
     def reserve_identities(self, obj: Obj, request_uid: str, dry_run: bool) -> None: ...
 
@@ -281,7 +282,7 @@ class _Recorder:
             return None
         return pvc
 
-    def identities(self, obj: Obj, policies: IdentityPolicies) -> tuple[set[str], set[str], set[str]]:
+    def identities(self, obj: Obj, policies: IdentityPolicies) -> InUse:
         """Values in use matter only to a collision policy, and only for an object that fixes a value it governs:
         otherwise the webhook lists no VMs or VMIs (and its ClusterRole may not)."""
         if not rules.needs_identities_in_use(obj, policies):

@@ -43,8 +43,9 @@ from kubectl_kvbackup import kinds, rules
 from kubectl_kvbackup.cluster import ApiError, Connection, KubeError, collection_path
 from kubectl_kvbackup.kinds import Kind
 
+from .admission import InUse
+
 log = logging.getLogger("kvbackup_webhook")
-Values = tuple[set[str], set[str], set[str]]  # MACs, serials, UUIDs: the order of rules.identity_values
 INDEXED_KINDS = (kinds.VM, kinds.VMI)
 #: kube-apiserver's default page size for kubectl; 500 VMs are a few MB of JSON
 PAGE_SIZE = 500
@@ -75,6 +76,10 @@ class IdentityIndex:
         self._lock = threading.Lock()
         self._objects: dict[str, dict[str, tuple]] = {kind.kind: {} for kind in INDEXED_KINDS}
         self._counts: tuple[dict[str, int], dict[str, int], dict[str, int]] = ({}, {}, {})
+        # what values() hands out, rebuilt only after a value came or went (not on every event: a VMI's status
+        # changes often, its MACs seldom), so a review copies nothing of the index
+        self._snapshot: InUse = (frozenset(), frozenset(), frozenset())
+        self._changed = False
         self._listed: set[str] = set()
         self._down_since: dict[str, float] = {}
         self._stopping = threading.Event()
@@ -108,16 +113,19 @@ class IdentityIndex:
             missing = [kind.kind for kind in INDEXED_KINDS if kind.kind not in self._listed]
             down = [(kind, now - since) for kind, since in self._down_since.items() if now - since > STALE_AFTER]
         if missing:
-            return f"the identity index has not finished listing {' and '.join(missing)}s yet"
+            return f"the identity index has not finished listing {' and '.join(f'{kind}s' for kind in missing)} yet"
         if down:
             return "the identity index is stale: " + ", ".join(
                 f"the watch of {kind}s has been failing for {seconds:.0f}s" for kind, seconds in down)
         return None
 
-    def values(self) -> Values:
-        """Copies of the values in use, safe to change."""
+    def values(self) -> InUse:
+        """The values in use, as frozen sets."""
         with self._lock:
-            return set(self._counts[0]), set(self._counts[1]), set(self._counts[2])
+            if self._changed:
+                self._snapshot = (frozenset(self._counts[0]), frozenset(self._counts[1]), frozenset(self._counts[2]))
+                self._changed = False
+            return self._snapshot
 
     def object_count(self) -> int:
         with self._lock:
@@ -144,7 +152,8 @@ class IdentityIndex:
             if left > 0:
                 counts[entry[i + 1]] = left
             else:
-                counts.pop(entry[i + 1], None)
+                del counts[entry[i + 1]]
+            self._changed |= left in (0, 1)
 
     def _put(self, kind: Kind, obj: dict) -> None:
         entry, key = self._entry(kind, obj), self._key(obj)
@@ -278,12 +287,12 @@ class Reservations:
             self._local.db = db
         return db
 
-    def claim(self, owner: str, wanted: Values, in_use: Values, hold: bool) -> Values:
+    def claim(self, owner: str, wanted: InUse, in_use: InUse, hold: bool) -> InUse:
         """In one step across workers: which of ``wanted`` others hold, and (``hold``) hold for ``owner`` those that
         neither others hold nor ``in_use`` lists, since the rules will let them through."""
         db, now = self._db(), self._clock()
         rows = [(category, value) for category, found in enumerate(wanted) for value in found]
-        held: Values = (set(), set(), set())
+        held: tuple[set[str], set[str], set[str]] = (set(), set(), set())
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute("DELETE FROM held WHERE expires <= ?", (now,))
@@ -301,7 +310,7 @@ class Reservations:
             raise
         return held
 
-    def hold(self, owner: str, values: Values) -> None:
+    def hold(self, owner: str, values: InUse) -> None:
         """Hold what a review handed out, unless another owner took a value in between."""
         now = self._clock()
         rows = [(category, value, owner, now + self._ttl) for category, found in enumerate(values) for value in found]

@@ -18,8 +18,8 @@ from kubectl_kvbackup import kinds, rules
 from kubectl_kvbackup.cluster import ApiError, Connection, ConnectionOptions, KubeError, connect, object_path
 from kubectl_kvbackup.kinds import Kind, group_of
 
-from .admission import IdentitiesUnchecked, LookupFailed
-from .identity_index import IdentityIndex, Reservations, Values, owner_of
+from .admission import IdentitiesUnchecked, InUse, LookupFailed
+from .identity_index import IdentityIndex, Reservations, owner_of
 
 Obj = dict[str, Any]
 T = TypeVar("T")
@@ -134,8 +134,8 @@ class ClusterLookups:
     def pvc(self, namespace: str, name: str) -> Obj | None:
         return self._get(object_path(kinds.PVC, "v1", namespace, name))
 
-    def identities(self, obj: Obj, request_uid: str, dry_run: bool) -> Values:
-        """The values in use (copies): the index's, and those other reviews of this pod hold of the ones ``obj``
+    def identities(self, obj: Obj, request_uid: str, dry_run: bool) -> InUse:
+        """The values in use (frozen): the index's, and those other reviews of this pod hold of the ones ``obj``
         fixes; unless ``dry_run``, those of them still free are held for ``obj`` in the same step."""
         in_use = self.index.start().values()
         meta = obj.get("metadata") or {}
@@ -144,7 +144,8 @@ class ClusterLookups:
             held = self._held().claim(owner, rules.identity_values(obj), in_use, hold=not dry_run)
         except (sqlite3.Error, OSError) as error:
             raise IdentitiesUnchecked(f"the values held by this restore could not be read ({error})", in_use) from None
-        values: Values = (in_use[0] | held[0], in_use[1] | held[1], in_use[2] | held[2])
+        macs, serials, uuids = (mine | theirs if theirs else mine for mine, theirs in zip(in_use, held))
+        values = (macs, serials, uuids)
         unchecked = self.index.unchecked_reason()
         if unchecked:
             raise IdentitiesUnchecked(unchecked, values)
