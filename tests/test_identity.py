@@ -73,6 +73,18 @@ def test_a_new_mac_is_in_use_nowhere_in_the_cluster_or_the_object():
     assert macs_of(beside) == [second, first]
 
 
+def test_values_taken_on_top_of_a_shared_snapshot_are_seen_and_never_change_it():
+    snapshot = frozenset({MAC_A, stable_mac("prod", "db", "nic0", 0)})
+    in_use = IdentitiesInUse(macs=rules.TakenValues(snapshot))
+    result, _ = apply(vm(), in_use)
+    assert macs_of(result)[0] == stable_mac("prod", "db", "nic0", 1)  # the snapshot's values are taken
+    in_use.reserve(result)  # as restore_object does: the next object of the restore sees these too
+    assert stable_mac("prod", "db", "nic0", 1) in in_use.macs and MAC_B in in_use.macs and len(in_use.macs) == 4
+    assert snapshot == {MAC_A, stable_mac("prod", "db", "nic0", 0)}
+    with pytest.raises(ValueError):
+        in_use.macs.discard(MAC_A)
+
+
 def test_mac_comparison_ignores_case_and_separator():
     result, changes = apply(vm(macs=("02-00-00-00-00-01",)), IdentitiesInUse(macs={MAC_A}))
     assert len(changes) == 1 and macs_of(result)[0] != "02-00-00-00-00-01"

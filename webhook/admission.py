@@ -17,7 +17,7 @@ from typing import AbstractSet, Any, Protocol
 
 from kubectl_kvbackup import kinds, rules
 from kubectl_kvbackup.kinds import group_of
-from kubectl_kvbackup.rules import IdentitiesInUse, IdentityPolicies, RestoreContext
+from kubectl_kvbackup.rules import IdentitiesInUse, IdentityPolicies, RestoreContext, TakenValues
 
 from . import jsonpatch
 
@@ -314,7 +314,8 @@ class _Recorder:
 
 
 def _restore_context(obj: Obj, policies: IdentityPolicies, recorder: _Recorder) -> RestoreContext:
-    # copies: the rules reserve the object's own values in them, and the lookups may cache what they return
-    macs, serials, uuids = (set(values) for values in recorder.identities(obj, policies))
+    # the rules reserve the object's own values on top of what the lookups return (an index's shared snapshot, too
+    # large to copy per review), never in it
+    macs, serials, uuids = (TakenValues(values) for values in recorder.identities(obj, policies))
     return RestoreContext(identity=policies, identities_in_use=IdentitiesInUse(macs, serials, uuids),
                           owner_uid=recorder.owner_uid, restored_pvc=recorder.restored_pvc)

@@ -196,10 +196,11 @@ class IdentityIndex:
             except _Expired:
                 log.info("identity index: %s watch expired, listing again", kind.plural)
                 version = None
-            except (KubeError, ValueError, TypeError, KeyError) as error:
+            except Exception as error:  # whatever it was, the thread lives on and the index reports itself stale
                 with self._lock:
                     self._down_since.setdefault(kind.kind, self._clock())
-                log.warning("identity index: %s list/watch failed (%s); retrying in %.1fs", kind.plural, error, delay)
+                log.warning("identity index: %s list/watch failed (%s); retrying in %.1fs", kind.plural, error, delay,
+                            exc_info=not isinstance(error, KubeError))
                 self._stopping.wait(delay * random.uniform(1.0, 1.5))
                 delay = min(delay * 2, BACKOFF_MAX)
 
