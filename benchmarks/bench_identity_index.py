@@ -3,9 +3,9 @@
     python benchmarks/bench_identity_index.py [--vms 20000] [--rate 500] [--seconds 10] [--workers 2]
 
 Prints: the memory the index keeps (its structures, measured in this process; then per gunicorn worker as resident
-memory, against workers that keep no index), the time from start to ready (the index synced), the latency of an open-loop run at
-``--rate`` where every request is a restored VM with a fixed MAC (so every one is checked for collisions), and
-whether a VM created 100 ms before a review is caught. All traffic stays on loopback; the run is bounded by
+memory, against workers that keep no index), the time from start to ready (the index synced), the latency of an
+open-loop run at ``--rate`` where every request is a restored VM with a fixed MAC (so every one is checked for
+collisions), and whether a VM created 100 ms before a review is caught. All traffic stays on loopback; the run is bounded by
 ``--rate * --seconds`` requests.
 """
 
@@ -81,9 +81,8 @@ def index_memory(kubeconfig: str) -> None:
         time.sleep(0.05)
     synced = time.perf_counter() - started
     index.stop()
-    index.values()
-    # what the index keeps: per-object entries, the counted values, the snapshot handed to reviews
-    held = deep_size(index._objects, index._counts, index._snapshot)
+    # what the index keeps: per-object entries and the counted values
+    held = deep_size(index._objects, index._counts)
     objects = index.object_count()
     print(f"index in this process: {objects} objects, {sum(len(found) for found in index.values())} distinct "
           f"values, synced in {synced:.1f}s; it keeps {held / 2**20:.1f} MiB = {held / objects:.0f} B per object "
@@ -149,7 +148,8 @@ def main() -> None:
         with serve(tls_dir, material.ca_pem, kubeconfig, args.workers) as server:
             first_ready = time.perf_counter() - started
             wait_all_ready(server)
-            print(f"ready (index synced) {first_ready:.1f}s after start, every worker {time.perf_counter() - started:.1f}s")
+            print(f"ready (index synced) {first_ready:.1f}s after start, every worker "
+                  f"{time.perf_counter() - started:.1f}s")
             rss = [rss_kib(pid) for pid in server.worker_pids()]
             print(f"resident memory per worker: {', '.join(f'{kib / 1024:.0f} MiB' for kib in rss)} with the index; "
                   f"{', '.join(f'{kib / 1024:.0f} MiB' for kib in baseline)} without (policies keep)")

@@ -5,8 +5,8 @@ a paginated LIST of VirtualMachines and VirtualMachineInstances (cluster-wide) g
 resourceVersion, then a WATCH from that resourceVersion (with bookmarks, so an idle watch still advances) keeps it
 current. A watch whose resourceVersion has been compacted away (``410 Gone``, as an ERROR event or as the answer)
 is followed by a fresh LIST; any other failure by a retry with exponential backoff (client-go's reflector: 800 ms
-doubling to 30 s, with jitter). One thread per kind and worker process; the threads of the worker's requests read
-the index under a lock, never the API server. KubeMacPool keeps its MAC map from watches for the same reason
+doubling to 30 s, with as much jitter). One thread per kind and worker process; the threads of the worker's
+requests read the index, never the API server. KubeMacPool keeps its MAC map from watches for the same reason
 (k8snetworkplumbingwg/kubemacpool pkg/pool-manager: the pool is initialised from a VM list, then kept by the
 controller's watch).
 
@@ -49,11 +49,12 @@ log = logging.getLogger("kvbackup_webhook")
 INDEXED_KINDS = (kinds.VM, kinds.VMI)
 #: kube-apiserver's default page size for kubectl; 500 VMs are a few MB of JSON
 PAGE_SIZE = 500
-#: client-go's reflector ends each watch after 5 to 10 minutes at random, so clients do not all reconnect at once
+#: client-go's reflector (kubernetes staging/src/k8s.io/client-go/tools/cache/reflector.go, minWatchTimeout times
+#: 1 + rand) ends each watch after 5 to 10 minutes at random, so clients do not all reconnect at once
 WATCH_SECONDS = (300, 600)
 #: kube-apiserver sends a bookmark about once a minute on an idle watch: silence beyond this is a broken connection
 SILENCE_LIMIT = 90.0
-#: client-go's reflector backoff (wait.NewExponentialBackoffManager(800ms, 30s, ...))
+#: the same reflector's backoff: NewExponentialBackoffManager(800ms, 30s, ..., factor 2.0, jitter 1.0)
 BACKOFF_FIRST, BACKOFF_MAX = 0.8, 30.0
 #: a watch down for longer than this makes answers "unchecked": a VM created meanwhile would be missed
 STALE_AFTER = 10.0
@@ -76,10 +77,6 @@ class IdentityIndex:
         self._lock = threading.Lock()
         self._objects: dict[str, dict[str, tuple]] = {kind.kind: {} for kind in INDEXED_KINDS}
         self._counts: tuple[dict[str, int], dict[str, int], dict[str, int]] = ({}, {}, {})
-        # what values() hands out, rebuilt only after a value came or went (not on every event: a VMI's status
-        # changes often, its MACs seldom), so a review copies nothing of the index
-        self._snapshot: InUse = (frozenset(), frozenset(), frozenset())
-        self._changed = False
         self._listed: set[str] = set()
         self._down_since: dict[str, float] = {}
         self._stopping = threading.Event()
@@ -120,12 +117,9 @@ class IdentityIndex:
         return None
 
     def values(self) -> InUse:
-        """The values in use, as frozen sets."""
-        with self._lock:
-            if self._changed:
-                self._snapshot = (frozenset(self._counts[0]), frozenset(self._counts[1]), frozenset(self._counts[2]))
-                self._changed = False
-            return self._snapshot
+        """The values in use: live, read-only views, so a review copies nothing of the index (membership tests are
+        atomic under the GIL; iterating one while the watch changes it would fail, and no rule iterates them)."""
+        return self._counts[0].keys(), self._counts[1].keys(), self._counts[2].keys()
 
     def object_count(self) -> int:
         with self._lock:
@@ -153,14 +147,14 @@ class IdentityIndex:
                 counts[entry[i + 1]] = left
             else:
                 del counts[entry[i + 1]]
-            self._changed |= left in (0, 1)
 
     def _put(self, kind: Kind, obj: dict) -> None:
         entry, key = self._entry(kind, obj), self._key(obj)
         with self._lock:
             objects = self._objects[kind.kind]
-            old = objects.pop(key, ())
-            self._count(old, -1)
+            if objects.get(key, ()) == entry:
+                return  # most updates (a VMI's status, say) leave the values as they were
+            self._count(objects.pop(key, ()), -1)
             if entry:
                 objects[key] = entry
                 self._count(entry, 1)
@@ -201,7 +195,7 @@ class IdentityIndex:
                     self._down_since.setdefault(kind.kind, self._clock())
                 log.warning("identity index: %s list/watch failed (%s); retrying in %.1fs", kind.plural, error, delay,
                             exc_info=not isinstance(error, KubeError))
-                self._stopping.wait(delay * random.uniform(1.0, 1.5))
+                self._stopping.wait(delay * random.uniform(1.0, 2.0))
                 delay = min(delay * 2, BACKOFF_MAX)
 
     def _healthy(self, kind: Kind) -> None:

@@ -135,7 +135,7 @@ class ClusterLookups:
         return self._get(object_path(kinds.PVC, "v1", namespace, name))
 
     def identities(self, obj: Obj, request_uid: str, dry_run: bool) -> InUse:
-        """The values in use (frozen): the index's, and those other reviews of this pod hold of the ones ``obj``
+        """The values in use (read-only): the index's, and those other reviews of this pod hold of the ones ``obj``
         fixes; unless ``dry_run``, those of them still free are held for ``obj`` in the same step."""
         in_use = self.index.start().values()
         meta = obj.get("metadata") or {}
@@ -144,7 +144,8 @@ class ClusterLookups:
             held = self._held().claim(owner, rules.identity_values(obj), in_use, hold=not dry_run)
         except (sqlite3.Error, OSError) as error:
             raise IdentitiesUnchecked(f"the values held by this restore could not be read ({error})", in_use) from None
-        macs, serials, uuids = (mine | theirs if theirs else mine for mine, theirs in zip(in_use, held))
+        macs, serials, uuids = (rules.TakenValues(mine, theirs) if theirs else mine
+                                for mine, theirs in zip(in_use, held))
         values = (macs, serials, uuids)
         unchecked = self.index.unchecked_reason()
         if unchecked:
