@@ -6,9 +6,9 @@ resourceVersion, then a WATCH from that resourceVersion (with bookmarks, so an i
 current. A watch whose resourceVersion has been compacted away (``410 Gone``, as an ERROR event or as the answer)
 is followed by a fresh LIST; any other failure by a retry with exponential backoff (client-go's reflector: 800 ms
 doubling to 30 s, with as much jitter). One thread per kind and worker process; the threads of the worker's
-requests read the index, never the API server. KubeMacPool keeps its MAC map from watches for the same reason
-(k8snetworkplumbingwg/kubemacpool pkg/pool-manager: the pool is initialised from a VM list, then kept by the
-controller's watch).
+requests read the index, never the API server. KubeMacPool keeps its MAC map in memory for the same reason
+(k8snetworkplumbingwg/kubemacpool pkg/pool-manager/virtualmachine_pool.go initVirtualMachineMap lists the VMs once
+at start; its webhook and its VM controller, fed by a watch, keep the map from then on).
 
 Bookkeeping is per object, so an update that changes a MAC frees the old one and a deletion frees all of its values;
 a value used by several objects (a VM and its VMI) is counted, and freed only with the last of them. Only objects
