@@ -28,7 +28,7 @@ HANDLED_KINDS = {(k.group, k.kind) for k in (kinds.DATA_VOLUME, kinds.PVC, kinds
 log = logging.getLogger("kvbackup_webhook")
 
 
-#: lookups start only this long into a request: with one API request bounded at 2 s (3 s for the VM/VMI listing),
+#: lookups start only this long into a request: with one API request bounded at 2 s (identities come from memory),
 #: every answer leaves inside the 5 s webhook timeout
 LOOKUP_BUDGET = 1.5
 
