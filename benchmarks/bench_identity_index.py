@@ -1,6 +1,6 @@
 """The identity index at cluster scale: VMs (and running VMIs) in the fake API server, the webhook under gunicorn.
 
-    python benchmarks/bench_identity_index.py [--vms 20000] [--rate 500] [--seconds 10] [--workers 2]
+    python benchmarks/bench_identity_index.py [--vms 20000] [--rate 500] [--seconds 10] [--workers 2] [--index-only]
 
 Prints: the memory the index keeps (its structures, measured in this process; then per gunicorn worker as resident
 memory, against workers that keep no index), the time from start to ready (the index synced), the latency of an
@@ -129,6 +129,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--index-only", action="store_true",
+                        help="measure the index in this process only (gunicorn is given 30 s to become ready)")
     args = parser.parse_args()
     with FakeKubeAPI() as api, tempfile.TemporaryDirectory() as tmp:
         api.add_all(fleet(args.vms))
@@ -137,6 +139,8 @@ def main() -> None:
         admin = connect(ConnectionOptions(kubeconfig=api.write_kubeconfig(os.path.join(tmp, "admin"))))
         print(f"{os.cpu_count()} CPUs; {args.vms} VMs, {(args.vms + 1) // 2} VMIs in the fake API server")
         index_memory(kubeconfig)
+        if args.index_only:
+            return
         tls_dir = os.path.join(tmp, "tls")
         os.mkdir(tls_dir, 0o700)
         material = write_tls(tls_dir)
