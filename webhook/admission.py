@@ -291,16 +291,15 @@ class _Recorder:
             self._check_budget()
             return self.lookups.identities(obj, self.request_uid, self.dry_run)
         except IdentitiesUnchecked as error:
-            self.failures.append(("identity-index", f"MAC addresses, serials and UUIDs were not checked against the "
-                                                    f"cluster ({error}), only against this restore: duplicates of "
-                                                    "running VMs may have been kept"))
+            self.failures.append(("identity-index", f"MAC addresses, serials and UUIDs were checked only in part "
+                                                    f"({error}): a duplicate of a VM in the cluster may have been "
+                                                    "kept"))
             return error.partial
         except LookupFailed as error:
             self.failures.append(("identities", f"could not list the MAC addresses, serials and UUIDs in use "
                                                 f"({error}): they were kept as restored"))
             # with nothing known to be in use, a collision policy keeps every value
             return set(), set(), set()
-
 
     def reserve_identities(self, before: Obj, after: Obj, policies: IdentityPolicies) -> None:
         """Values the rules let through or handed out are held at once: the next VM of the restore may be admitted
@@ -314,8 +313,8 @@ class _Recorder:
 
 
 def _restore_context(obj: Obj, policies: IdentityPolicies, recorder: _Recorder) -> RestoreContext:
-    # the rules reserve the object's own values on top of what the lookups return (an index's shared snapshot, too
-    # large to copy per review), never in it
+    # the rules reserve the object's own values on top of what the lookups return (an index's live view, too large
+    # to copy per review), never in it
     macs, serials, uuids = (TakenValues(values) for values in recorder.identities(obj, policies))
     return RestoreContext(identity=policies, identities_in_use=IdentitiesInUse(macs, serials, uuids),
                           owner_uid=recorder.owner_uid, restored_pvc=recorder.restored_pvc)

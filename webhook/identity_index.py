@@ -330,8 +330,9 @@ def remove_store_file(path: str) -> None:
             pass
 
 
-def owner_of(namespace: str, name: str, request_uid: str) -> str:
+def owner_of(obj: dict, request_uid: str) -> str:
     """Who holds a value: the object by namespace and name (a VM and the VMI it starts share it), or for a name the
     server is yet to generate, the admission request."""
-    return f"{namespace}/{name}" if name else f"request {request_uid}"
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace') or ''}/{meta['name']}" if meta.get("name") else f"request {request_uid}"
 

@@ -138,12 +138,10 @@ class ClusterLookups:
         """The values in use (read-only): the index's, and those other reviews of this pod hold of the ones ``obj``
         fixes; unless ``dry_run``, those of them still free are held for ``obj`` in the same step."""
         in_use = self.index.start().values()
-        meta = obj.get("metadata") or {}
-        owner = owner_of(meta.get("namespace") or "", meta.get("name") or "", request_uid)
         try:
-            held = self._held().claim(owner, rules.identity_values(obj), in_use, hold=not dry_run)
+            held = self._held().claim(owner_of(obj, request_uid), rules.identity_values(obj), in_use, hold=not dry_run)
         except (sqlite3.Error, OSError) as error:
-            raise IdentitiesUnchecked(f"the values held by this restore could not be read ({error})", in_use) from None
+            raise IdentitiesUnchecked(f"the values held by this restore could not be read: {error}", in_use) from None
         macs, serials, uuids = (rules.TakenValues(mine, theirs) if theirs else mine
                                 for mine, theirs in zip(in_use, held))
         values = (macs, serials, uuids)
@@ -156,10 +154,8 @@ class ClusterLookups:
         """Hold the values ``obj`` now uses (those the rules handed out among them) until the watch shows it."""
         if dry_run:
             return
-        meta = obj.get("metadata") or {}
         try:
-            self._held().hold(owner_of(meta.get("namespace") or "", meta.get("name") or "", request_uid),
-                              rules.identity_values(obj))
+            self._held().hold(owner_of(obj, request_uid), rules.identity_values(obj))
         except (sqlite3.Error, OSError) as error:
             raise LookupFailed(f"could not hold the values handed out ({error})") from None
 
