@@ -152,12 +152,16 @@ class IdentityIndex:
         entry, key = self._entry(kind, obj), self._key(obj)
         with self._lock:
             objects = self._objects[kind.kind]
-            if objects.get(key, ()) == entry:
+            old = objects.get(key, ())
+            if old == entry:
                 return  # most updates (a VMI's status, say) leave the values as they were
-            self._count(objects.pop(key, ()), -1)
+            # counted before the old ones are freed: a value the object keeps never vanishes from the live views
+            self._count(entry, 1)
+            self._count(old, -1)
             if entry:
                 objects[key] = entry
-                self._count(entry, 1)
+            else:
+                objects.pop(key, None)
 
     def _delete(self, kind: Kind, obj: dict) -> None:
         key = self._key(obj)
@@ -166,10 +170,10 @@ class IdentityIndex:
 
     def _replace(self, kind: Kind, objects: dict[str, tuple]) -> None:
         with self._lock:
+            for entry in objects.values():  # the new state first, as in _put
+                self._count(entry, 1)
             for entry in self._objects[kind.kind].values():
                 self._count(entry, -1)
-            for entry in objects.values():
-                self._count(entry, 1)
             self._objects[kind.kind] = objects
             self._listed.add(kind.kind)
 
