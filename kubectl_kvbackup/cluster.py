@@ -182,6 +182,44 @@ class Connection:
             if not token:
                 return
 
+    def watch(self, path: str, query: list[tuple[str, Any]], read_timeout: float) -> Iterator[dict[str, Any]]:
+        """The events of a WATCH (``watch=1`` is added), one JSON line each, as they arrive. Raises ApiError for an
+        HTTP error, KubeError when the connection fails or stays silent for ``read_timeout`` seconds. The stream is
+        closed when the caller stops iterating."""
+        import urllib3
+
+        headers = {**self.api.default_headers, "Accept": "application/json", **self._auth_headers()}
+        url = self.server + path + "?" + urlencode([("watch", "1"), *query])
+        with self._lock:
+            self.requests += 1
+        try:
+            raw = self.api.rest_client.pool_manager.request(
+                "GET", url, headers=headers, retries=False, preload_content=False,
+                timeout=urllib3.Timeout(connect=self.request_timeout or CONNECT_TIMEOUT, read=read_timeout))
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            cause = connection_failure(error, self.server, read_timeout)
+            raise KubeError(f"error: Unable to connect to the server {self.server}: {cause}") from None
+        try:
+            if raw.status >= 400:
+                body = json.loads(raw.read() or b"{}")
+                raise ApiError(raw.status, body.get("reason") or _reason_for(raw.status),
+                               body.get("message") or f"the server responded with status {raw.status}", body)
+            pending = b""
+            for chunk in raw.stream(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise KubeError(f"the watch of {path} broke: {connection_failure(error, self.server, read_timeout)}"
+                            ) from None
+        except ValueError as error:
+            raise KubeError(f"the watch of {path} sent something that is not JSON: {error}") from None
+        finally:
+            raw.close()  # an unfinished stream cannot be reused: the pool opens a new connection next time
+            raw.release_conn()
+
 
 def _fresh_continue(error: ApiError, token: str) -> str:
     """The token a 410 Expired for a continued list offers; any other error, or none offered, is raised."""

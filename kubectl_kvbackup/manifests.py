@@ -110,7 +110,7 @@ def _cluster_role(settings: Settings) -> Obj:
             {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
             # owners, and the MAC addresses, serials and UUIDs in use cluster-wide when a collision policy needs them
             {"apiGroups": ["kubevirt.io"], "resources": ["virtualmachines", "virtualmachineinstances"],
-             "verbs": ["get", "list"] if settings.identity.needs_cluster_identities else ["get"]},
+             "verbs": ["get", "list", "watch"] if settings.identity.needs_cluster_identities else ["get"]},
         ],
     }
 

@@ -73,6 +73,18 @@ def test_a_new_mac_is_in_use_nowhere_in_the_cluster_or_the_object():
     assert macs_of(beside) == [second, first]
 
 
+def test_values_taken_on_top_of_a_shared_snapshot_are_seen_and_never_change_it():
+    snapshot = frozenset({MAC_A, stable_mac("prod", "db", "nic0", 0)})
+    in_use = IdentitiesInUse(macs=rules.TakenValues(snapshot))
+    result, _ = apply(vm(), in_use)
+    assert macs_of(result)[0] == stable_mac("prod", "db", "nic0", 1)  # the snapshot's values are taken
+    in_use.reserve(result)  # as restore_object does: the next object of the restore sees these too
+    assert stable_mac("prod", "db", "nic0", 1) in in_use.macs and MAC_B in in_use.macs and len(in_use.macs) == 4
+    assert snapshot == {MAC_A, stable_mac("prod", "db", "nic0", 0)}
+    with pytest.raises(ValueError):
+        in_use.macs.discard(MAC_A)
+
+
 def test_mac_comparison_ignores_case_and_separator():
     result, changes = apply(vm(macs=("02-00-00-00-00-01",)), IdentitiesInUse(macs={MAC_A}))
     assert len(changes) == 1 and macs_of(result)[0] != "02-00-00-00-00-01"
@@ -274,10 +286,10 @@ def test_render_sets_the_policies_and_lists_vms_only_for_a_collision_policy():
     default = manifests.render(manifests.Settings())
     assert env(default)["KVBACKUP_WEBHOOK_MAC_POLICY"] == env(default)["KVBACKUP_WEBHOOK_FIRMWARE_POLICY"] == \
         "regenerate-on-collision"
-    assert vm_rule(default)["verbs"] == ["get", "list"]
+    assert vm_rule(default)["verbs"] == ["get", "list", "watch"]
     firmware_only = manifests.render(manifests.Settings(identity=IdentityPolicies(
         MacPolicy.CLEAR, FirmwarePolicy.REGENERATE_ON_COLLISION)))
-    assert vm_rule(firmware_only)["verbs"] == ["get", "list"]
+    assert vm_rule(firmware_only)["verbs"] == ["get", "list", "watch"]
 
 
 def test_render_refuses_an_unknown_policy(capsys):

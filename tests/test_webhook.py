@@ -55,9 +55,12 @@ class StaticLookups:
         self._call("pvc")
         return self.pvcs.get(f"{namespace}/{name}")
 
-    def identities(self) -> tuple[set[str], set[str], set[str]]:
+    def identities(self, obj: Obj, request_uid: str, dry_run: bool) -> tuple[set[str], set[str], set[str]]:
         self._call("identities")
         return self.in_use  # type: ignore[return-value]
+
+    def reserve_identities(self, obj: Obj, request_uid: str, dry_run: bool) -> None:
+        self.calls.append("reserve")
 
 
 def load(name: str) -> Obj:

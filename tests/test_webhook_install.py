@@ -137,7 +137,7 @@ def test_deployment_is_highly_available_non_root_and_read_only() -> None:
 def test_cluster_role_is_read_only() -> None:
     role = by_kind(manifests.render(manifests.Settings()))["ClusterRole"]
     verbs = {verb for rule in role["rules"] for verb in rule["verbs"]}
-    assert verbs == {"get", "list"}
+    assert verbs == {"get", "list", "watch"}
     assert all("secrets" not in rule["resources"] and "*" not in rule["resources"] for rule in role["rules"])
 
 

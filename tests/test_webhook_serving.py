@@ -13,6 +13,8 @@ import pytest
 from .test_webhook import load
 from .webhook_server import WebhookServer, post_review, write_tls
 
+NO_CLUSTER = {"KVBACKUP_WEBHOOK_KUBECONFIG": "/nonexistent", "KVBACKUP_WEBHOOK_INDEX_SYNC_TIMEOUT": "0"}
+
 
 @pytest.fixture
 def tls_dir(tmp_path) -> str:
@@ -24,8 +26,9 @@ def tls_dir(tmp_path) -> str:
 @pytest.fixture
 def server(tls_dir: str) -> Iterator[WebhookServer]:
     material = write_tls(tls_dir)
-    # no cluster for lookups: they fail safe, which the fixtures below do not need
-    with WebhookServer(tls_dir, material.ca_pem, env={"KVBACKUP_WEBHOOK_KUBECONFIG": "/nonexistent"}) as running:
+    # no cluster for lookups: they fail safe, which the fixtures below do not need (nor the identity index, which
+    # would hold up readiness for its start-up timeout)
+    with WebhookServer(tls_dir, material.ca_pem, env=NO_CLUSTER) as running:
         yield running
 
 
@@ -86,7 +89,7 @@ def test_rotated_certificate_is_served_without_restart_or_dropped_connections(se
 def test_workers_come_from_the_environment(tls_dir: str) -> None:
     material = write_tls(tls_dir)
     with WebhookServer(tls_dir, material.ca_pem, workers=3,
-                       env={"KVBACKUP_WEBHOOK_KUBECONFIG": "/nonexistent"}) as running:
+                       env=NO_CLUSTER) as running:
         assert len(running.worker_pids()) == 3
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -16,6 +17,8 @@ from . import admission
 from .lookups import ClusterLookups
 from .metrics import Metrics
 
+#: seconds /readyz waits for the identity index to sync before it reports ready anyway (and warns)
+DEFAULT_INDEX_SYNC_TIMEOUT = 120.0
 #: kube-apiserver refuses request bodies over 3 MiB, so no genuine AdmissionReview is larger
 DEFAULT_MAX_BYTES = 3 * 1024 * 1024
 
@@ -35,7 +38,8 @@ def _drain(stream: Any, length: int) -> None:
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """The Flask application. ``config`` overrides: MAC_POLICY (keep | regenerate-on-collision | regenerate |
     clear), FIRMWARE_POLICY (keep | regenerate-on-collision | regenerate),
-    MAX_CONTENT_LENGTH (bytes), LOOKUPS (an ``admission.Lookups``; default: the cluster, see ``lookups``)."""
+    MAX_CONTENT_LENGTH (bytes), LOOKUPS (an ``admission.Lookups``; default: the cluster, see ``lookups``),
+    INDEX_SYNC_TIMEOUT (seconds /readyz waits for the identity index, see ``identity_index``)."""
     app = Flask("kvbackup_webhook")
     app.config.update(
         MAC_POLICY=os.environ.get("KVBACKUP_WEBHOOK_MAC_POLICY", MacPolicy.REGENERATE_ON_COLLISION.value),
@@ -43,10 +47,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                                        FirmwarePolicy.REGENERATE_ON_COLLISION.value),
         MAX_CONTENT_LENGTH=int(os.environ.get("KVBACKUP_WEBHOOK_MAX_BYTES", DEFAULT_MAX_BYTES)),
         LOOKUPS=None,
+        INDEX_SYNC_TIMEOUT=float(os.environ.get("KVBACKUP_WEBHOOK_INDEX_SYNC_TIMEOUT", DEFAULT_INDEX_SYNC_TIMEOUT)),
     )
     app.config.update(config or {})
     policies = IdentityPolicies.parse(app.config["MAC_POLICY"], app.config["FIRMWARE_POLICY"])
     lookups = app.config["LOOKUPS"] or ClusterLookups.from_environment()
+    # the identity index starts with the app, so the worker is ready once it has synced (only collision policies
+    # read the identities in use)
+    index = lookups.index.start() if isinstance(lookups, ClusterLookups) and policies.needs_cluster_identities \
+        else None
+    ready_by = time.monotonic() + app.config["INDEX_SYNC_TIMEOUT"]
     metrics = Metrics()
 
     def reply(outcome: admission.Outcome, started: float) -> Response:
@@ -77,9 +87,20 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         return Response(body, status=error.code, mimetype="application/json")
 
     @app.get("/healthz")
-    @app.get("/readyz")
     def health() -> Response:
-        # Readiness does not depend on the API server: lookups fail safe, so the webhook can always answer.
+        return Response("ok\n", mimetype="text/plain")
+
+    @app.get("/readyz")
+    def ready() -> Response:
+        # Lookups fail safe, so the webhook can always answer; only a start without the identities in use waits,
+        # and not for ever: past the timeout every VM review says it was not checked against the cluster.
+        unchecked = index.unchecked_reason() if index is not None and not index.synced else None
+        if unchecked and time.monotonic() < ready_by:
+            return Response(f"waiting: {unchecked}\n", status=503, mimetype="text/plain")
+        if unchecked:
+            logging.getLogger("kvbackup_webhook").warning("serving although %s", unchecked)
+            return Response(f"ok, but {unchecked}: MAC and firmware collisions with running VMs are not caught\n",
+                            mimetype="text/plain")
         return Response("ok\n", mimetype="text/plain")
 
     @app.get("/metrics")

@@ -13,21 +13,22 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import AbstractSet, Any, Protocol
 
 from kubectl_kvbackup import kinds, rules
 from kubectl_kvbackup.kinds import group_of
-from kubectl_kvbackup.rules import IdentitiesInUse, IdentityPolicies, RestoreContext
+from kubectl_kvbackup.rules import IdentitiesInUse, IdentityPolicies, RestoreContext, TakenValues
 
 from . import jsonpatch
 
 Obj = dict[str, Any]
+InUse = tuple[AbstractSet[str], AbstractSet[str], AbstractSet[str]]  # MACs, serials, UUIDs (rules.identity_values)
 API_VERSION = "admission.k8s.io/v1"
 HANDLED_KINDS = {(k.group, k.kind) for k in (kinds.DATA_VOLUME, kinds.PVC, kinds.VMI, kinds.POD, kinds.VM)}
 log = logging.getLogger("kvbackup_webhook")
 
 
-#: lookups start only this long into a request: with one API request bounded at 2 s (3 s for the VM/VMI listing),
+#: lookups start only this long into a request: with one API request bounded at 2 s (identities come from memory),
 #: every answer leaves inside the 5 s webhook timeout
 LOOKUP_BUDGET = 1.5
 
@@ -41,6 +42,15 @@ class LookupFailed(Exception):
         self.forbidden = forbidden
 
 
+class IdentitiesUnchecked(LookupFailed):
+    """The identities in use are known only in part (the identity index has not synced, or is stale): ``partial``
+    is what is known, which the rules still use."""
+
+    def __init__(self, message: str, partial: InUse):
+        super().__init__(message)
+        self.partial = partial
+
+
 class Lookups(Protocol):
     def namespace_labels(self, namespace: str) -> dict[str, str]: ...
 
@@ -48,7 +58,9 @@ class Lookups(Protocol):
 
     def pvc(self, namespace: str, name: str) -> Obj | None: ...
 
-    def identities(self) -> tuple[set[str], set[str], set[str]]: ...
+    def identities(self, obj: Obj, request_uid: str, dry_run: bool) -> InUse: ...
+
+    def reserve_identities(self, obj: Obj, request_uid: str, dry_run: bool) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -175,8 +187,10 @@ def _judge(request: Obj, lookups: Lookups, policies: IdentityPolicies) -> Outcom
         message = (f"kvbackup restore rules: {kind} {namespace}/{name} must not be restored (rule {decision.rule}): "
                    f"{decision.reason}; leave it out of the restore")
         return Outcome(200, answer(uid, False, code=403, reason="Forbidden", message=message), kind, "denied")
-    context = _restore_context(work, policies, _Recorder(lookups, failures, started))
+    recorder = _Recorder(lookups, failures, started, uid, request.get("dryRun") is True)
+    context = _restore_context(work, policies, recorder)
     mutated, changes = rules.restore_object(work, context)
+    recorder.reserve_identities(work, mutated, policies)
     return _allowed(uid, kind, jsonpatch.diff(work, mutated), failures, [f"changed {change}" for change in changes])
 
 
@@ -232,6 +246,8 @@ class _Recorder:
     lookups: Lookups
     failures: list[tuple[str, str]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    request_uid: str = ""
+    dry_run: bool = False
 
     def _check_budget(self) -> None:
         if time.monotonic() - self.started > LOOKUP_BUDGET:
@@ -266,23 +282,39 @@ class _Recorder:
             return None
         return pvc
 
-    def identities(self, obj: Obj, policies: IdentityPolicies) -> tuple[set[str], set[str], set[str]]:
+    def identities(self, obj: Obj, policies: IdentityPolicies) -> InUse:
         """Values in use matter only to a collision policy, and only for an object that fixes a value it governs:
         otherwise the webhook lists no VMs or VMIs (and its ClusterRole may not)."""
         if not rules.needs_identities_in_use(obj, policies):
             return set(), set(), set()
         try:
             self._check_budget()
-            return self.lookups.identities()
+            return self.lookups.identities(obj, self.request_uid, self.dry_run)
+        except IdentitiesUnchecked as error:
+            self.failures.append(("identity-index", f"MAC addresses, serials and UUIDs were checked only in part "
+                                                    f"({error}): a duplicate of a VM in the cluster may have been "
+                                                    "kept"))
+            return error.partial
         except LookupFailed as error:
             self.failures.append(("identities", f"could not list the MAC addresses, serials and UUIDs in use "
                                                 f"({error}): they were kept as restored"))
             # with nothing known to be in use, a collision policy keeps every value
             return set(), set(), set()
 
+    def reserve_identities(self, before: Obj, after: Obj, policies: IdentityPolicies) -> None:
+        """Values the rules let through or handed out are held at once: the next VM of the restore may be admitted
+        before any watch has shown this one."""
+        if not rules.needs_identities_in_use(before, policies):
+            return
+        try:
+            self.lookups.reserve_identities(after, self.request_uid, self.dry_run)
+        except LookupFailed as error:
+            self.failures.append(("identities", f"{error}: a VM restored next may get the same values"))
+
 
 def _restore_context(obj: Obj, policies: IdentityPolicies, recorder: _Recorder) -> RestoreContext:
-    # copies: the rules reserve the object's own values in them, and the lookups may cache what they return
-    macs, serials, uuids = (set(values) for values in recorder.identities(obj, policies))
+    # the rules reserve the object's own values on top of what the lookups return (an index's live view, too large
+    # to copy per review), never in it
+    macs, serials, uuids = (TakenValues(values) for values in recorder.identities(obj, policies))
     return RestoreContext(identity=policies, identities_in_use=IdentitiesInUse(macs, serials, uuids),
                           owner_uid=recorder.owner_uid, restored_pvc=recorder.restored_pvc)

@@ -11,7 +11,7 @@ import os
 import ssl
 import threading
 
-from kvbackup_webhook import metrics
+from kvbackup_webhook import identity_index, metrics
 
 _cert_dir = os.environ.get("KVBACKUP_WEBHOOK_CERT_DIR", "/etc/kvbackup-webhook/tls")
 
@@ -72,5 +72,11 @@ ssl_context = _ReloadingContext()
 
 
 def on_starting(server) -> None:
-    # Before the workers are forked: they all count into one block of shared memory.
+    # Before the workers are forked: they all count into one block of shared memory, and hold identities in one
+    # store (a restarted worker finds the values held before)
     metrics.share_between_workers()
+    os.environ[identity_index.RESERVATIONS_ENV] = identity_index.create_store_file(worker_tmp_dir)
+
+
+def on_exit(server) -> None:
+    identity_index.remove_store_file(os.environ[identity_index.RESERVATIONS_ENV])

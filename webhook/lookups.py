@@ -2,29 +2,29 @@
 
 Every lookup is bounded by a short request timeout and turns any failure into ``LookupFailed``, which the
 admission core answers by skipping that rule's change (never by denying the restore). Answers are cached briefly:
-admission requests of one restore come in bursts over the same namespaces, owners and VMs.
+admission requests of one restore come in bursts over the same namespaces, owners and VMs. The identities in use
+come from an ``IdentityIndex`` kept by watch, and the values held by this pod's reviews (``identity_index``).
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 from typing import Any, Callable, Generic, TypeVar
 
 from kubectl_kvbackup import kinds, rules
-from kubectl_kvbackup.cluster import ApiError, Connection, ConnectionOptions, KubeError, collection_path, \
-    connect, object_path
+from kubectl_kvbackup.cluster import ApiError, Connection, ConnectionOptions, KubeError, connect, object_path
 from kubectl_kvbackup.kinds import Kind, group_of
 
-from .admission import LookupFailed
+from .admission import IdentitiesUnchecked, InUse, LookupFailed
+from .identity_index import IdentityIndex, Reservations, owner_of
 
 Obj = dict[str, Any]
 T = TypeVar("T")
 #: seconds for one API request; the webhook's own timeout (timeoutSeconds) is 5 s
 REQUEST_TIMEOUT = 2.0
-#: a listing of every VM and VMI may take several pages; past this it is abandoned
-IDENTITY_DEADLINE = 3.0
 _KNOWN = {(k.group, k.kind): k for k in kinds.ALL_KINDS}
 
 
@@ -59,13 +59,14 @@ class _TTLCache(Generic[T]):
 class ClusterLookups:
     """Lookups against the API server; the connection is made on first use so the app starts without a cluster."""
 
-    def __init__(self, make_connection: Callable[[], Connection], ttl: float = 5.0, identity_ttl: float = 15.0):
+    def __init__(self, make_connection: Callable[[], Connection], ttl: float = 5.0):
         self._make_connection = make_connection
         self._connection: Connection | None = None
         self._connect_lock = threading.Lock()
         self._namespaces: _TTLCache[dict[str, str]] = _TTLCache(ttl)
         self._owner_uids: _TTLCache[str] = _TTLCache(ttl)
-        self._identities: _TTLCache[tuple[set[str], set[str], set[str]]] = _TTLCache(identity_ttl)
+        self.index = IdentityIndex(make_connection)  # started by the app, or by the first identity lookup
+        self._reservations: Reservations | None = None
         self._plurals: _TTLCache[Kind | None] = _TTLCache(float("inf"))  # discovery does not change under us
 
     @classmethod
@@ -133,28 +134,36 @@ class ClusterLookups:
     def pvc(self, namespace: str, name: str) -> Obj | None:
         return self._get(object_path(kinds.PVC, "v1", namespace, name))
 
-    def identities(self) -> tuple[set[str], set[str], set[str]]:
-        return self._identities.get("all", self._list_identities)
-
-    def _list_identities(self) -> tuple[set[str], set[str], set[str]]:
-        deadline = time.monotonic() + IDENTITY_DEADLINE
-        macs: set[str] = set()
-        serials: set[str] = set()
-        uuids: set[str] = set()
+    def identities(self, obj: Obj, request_uid: str, dry_run: bool) -> InUse:
+        """The values in use (read-only): the index's, and those other reviews of this pod hold of the ones ``obj``
+        fixes; unless ``dry_run``, those of them still free are held for ``obj`` in the same step."""
+        in_use = self.index.start().values()
         try:
-            for kind in (kinds.VM, kinds.VMI):
-                for item in self._conn().list_pages(collection_path(kind, kind.version, None)):
-                    item.setdefault("apiVersion", kind.api_version)
-                    item.setdefault("kind", kind.kind)
-                    found = rules.identity_values(item)
-                    macs |= found[0]
-                    serials |= found[1]
-                    uuids |= found[2]
-                    if time.monotonic() > deadline:
-                        raise LookupFailed(f"listing VMs and VMIs took longer than {IDENTITY_DEADLINE:.0f}s")
-        except KubeError as error:
-            raise LookupFailed(str(error)) from None
-        return macs, serials, uuids
+            held = self._held().claim(owner_of(obj, request_uid), rules.identity_values(obj), in_use, hold=not dry_run)
+        except (sqlite3.Error, OSError) as error:
+            raise IdentitiesUnchecked(f"the values held by this restore could not be read: {error}", in_use) from None
+        macs, serials, uuids = (rules.TakenValues(mine, theirs) if theirs else mine
+                                for mine, theirs in zip(in_use, held))
+        values = (macs, serials, uuids)
+        unchecked = self.index.unchecked_reason()
+        if unchecked:
+            raise IdentitiesUnchecked(unchecked, values)
+        return values
+
+    def reserve_identities(self, obj: Obj, request_uid: str, dry_run: bool) -> None:
+        """Hold the values ``obj`` now uses (those the rules handed out among them) until the watch shows it."""
+        if dry_run:
+            return
+        try:
+            self._held().hold(owner_of(obj, request_uid), rules.identity_values(obj))
+        except (sqlite3.Error, OSError) as error:
+            raise LookupFailed(f"could not hold the values handed out ({error})") from None
+
+    def _held(self) -> Reservations:
+        with self._connect_lock:
+            if self._reservations is None:
+                self._reservations = Reservations.for_pod()
+            return self._reservations
 
 
 class _Missing(Exception):

@@ -13,7 +13,8 @@ from typing import Any
 KINDS = ("DataVolume", "PersistentVolumeClaim", "VirtualMachineInstance", "Pod", "VirtualMachine", "other")
 #: allowed: unchanged; patched: allowed with a JSONPatch; denied: a restore rule refused it; invalid: bad request
 DECISIONS = ("allowed", "patched", "denied", "invalid")
-LOOKUPS = ("namespace", "owner", "pvc", "identities")
+#: identity-index: a restored VM/VMI checked against this restore only, the index not synced or stale
+LOOKUPS = ("namespace", "owner", "pvc", "identities", "identity-index")
 #: seconds; the webhook answers in about a millisecond, a cluster lookup takes longer, the timeout is 5 s
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 

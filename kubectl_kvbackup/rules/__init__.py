@@ -9,8 +9,9 @@ from .context import SYSTEM_SERVICE_ACCOUNT_NAMES, in_restore_context, is_system
 from .export import (claim_brings_its_data, copy_revision_names, data_volume_from_template, data_volume_owner, data_volume_succeeded,
                      export_object, is_shared, mark_populated_for, mark_prepopulated, populated_with_evidence,
                      restore_decision, synthesized_data_volumes, unmark_populated_for, unmark_prepopulated)
-from .identity import (FirmwarePolicy, IdentitiesInUse, IdentityPolicies, MacPolicy, apply_identity_policy,
-                       identity_values, name_derived_firmware_uuid, needs_identities_in_use, normalize_mac)
+from .identity import (FirmwarePolicy, IdentitiesInUse, IdentityPolicies, MacPolicy, TakenValues,
+                       apply_identity_policy, identity_values, name_derived_firmware_uuid, needs_identities_in_use,
+                       normalize_mac)
 from .objects import (ALLOW_CLAIM_ADOPTION_ANNOTATION, CREATED_FOR_DATA_VOLUME_ANNOTATION, OWNER_REFERENCES_ANNOTATION,
                       POD_PHASE_ANNOTATION, POPULATED_FOR_ANNOTATION, POPULATOR_PROGRESS_ANNOTATION,
                       POPULATOR_PROGRESS_DONE, PREPOPULATED_ANNOTATION, RESTORE, RESTORE_LABEL,
@@ -27,7 +28,8 @@ __all__ = [
     "claim_brings_its_data", "copy_revision_names", "data_volume_from_template", "data_volume_owner", "data_volume_succeeded",
     "export_object", "is_shared", "mark_populated_for", "mark_prepopulated", "populated_with_evidence",
     "restore_decision", "synthesized_data_volumes", "unmark_populated_for", "unmark_prepopulated",
-    "FirmwarePolicy", "IdentitiesInUse", "IdentityPolicies", "MacPolicy", "apply_identity_policy", "identity_values",
+    "FirmwarePolicy", "IdentitiesInUse", "IdentityPolicies", "MacPolicy", "TakenValues", "apply_identity_policy",
+    "identity_values",
     "name_derived_firmware_uuid", "needs_identities_in_use", "normalize_mac",
     "ALLOW_CLAIM_ADOPTION_ANNOTATION", "CREATED_FOR_DATA_VOLUME_ANNOTATION", "OWNER_REFERENCES_ANNOTATION",
     "POD_PHASE_ANNOTATION", "POPULATED_FOR_ANNOTATION", "POPULATOR_PROGRESS_ANNOTATION", "POPULATOR_PROGRESS_DONE",

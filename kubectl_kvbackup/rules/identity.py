@@ -13,6 +13,7 @@ import itertools
 import uuid
 from dataclasses import dataclass, field
 from enum import Enum
+from collections.abc import Iterable, Iterator, MutableSet, Set
 from typing import Callable, TypeVar
 
 from .. import kinds
@@ -73,13 +74,44 @@ class IdentityPolicies:
                 or self.firmware is FirmwarePolicy.REGENERATE_ON_COLLISION)
 
 
+class TakenValues(MutableSet[str]):
+    """Values taken: ``base``, read-only and possibly shared (a webhook's snapshot of the values in use in a large
+    cluster, too big to copy per object), and those added since, which never change it."""
+
+    def __init__(self, base: Set[str] = frozenset(), added: Iterable[str] = ()):
+        self._base = base
+        self._added = {value for value in added if value not in base}
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._added or value in self._base
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._base
+        yield from self._added
+
+    def __len__(self) -> int:
+        return len(self._base) + len(self._added)
+
+    def add(self, value: str) -> None:
+        if value not in self._base:
+            self._added.add(value)
+
+    def discard(self, value: str) -> None:
+        if value in self._base:
+            raise ValueError(f"{value} is in use outside this restore: it cannot be freed here")
+        self._added.discard(value)
+
+    def __or__(self, other: Iterable[str]) -> "TakenValues":  # type: ignore[override]
+        return TakenValues(self._base, [*self._added, *other])
+
+
 @dataclass
 class IdentitiesInUse:
     """MAC addresses (normalized), firmware serials and firmware UUIDs (lower case) already taken."""
 
-    macs: set[str] = field(default_factory=set)
-    serials: set[str] = field(default_factory=set)
-    uuids: set[str] = field(default_factory=set)
+    macs: MutableSet[str] = field(default_factory=set)
+    serials: MutableSet[str] = field(default_factory=set)
+    uuids: MutableSet[str] = field(default_factory=set)
 
     def reserve(self, obj: Obj) -> None:
         """Take what a restored object now uses, so later objects of the same restore never collide with it."""
@@ -152,7 +184,7 @@ def needs_identities_in_use(obj: Obj, policies: IdentityPolicies) -> bool:
         firmware.get("serial") or (firmware.get("uuid") and _foreign_uuid(obj, firmware["uuid"])))
 
 
-def _first_free(candidate: Callable[[int], str], taken: set[str]) -> str:
+def _first_free(candidate: Callable[[int], str], taken: Set[str]) -> str:
     """The first candidate in use nowhere: a value already regenerated, and still free, stays as it is."""
     return next(value for value in map(candidate, itertools.count()) if value not in taken)
 
