@@ -29,9 +29,6 @@ from .sources import ClusterSource, ListForbidden
 
 Obj = dict[str, Any]
 
-VOLUME_MODES = ("snapshots", "existing", "reimport")
-EXISTING_MODES = ("fail", "skip", "update")
-RUN_STRATEGIES = ("Halted", "Always", "RerunOnFailure", "Manual", "Once")
 
 #: creation order: what an object references exists before it, so nothing starts half-configured
 STEPS: tuple[tuple[str, tuple[Kind, ...]], ...] = (

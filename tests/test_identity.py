@@ -309,3 +309,9 @@ def test_install_puts_the_policies_into_the_clusters_deployment(fake_api, kubeco
     role = fake_api.get_object("rbac.authorization.k8s.io", "ClusterRole", "",
                                manifests.cluster_role_name("kvbackup-system"))
     assert vm_rule([role])["verbs"] == ["get"]
+
+
+def test_the_command_line_offers_exactly_the_rules_policies():
+    from kubectl_kvbackup.cli.common import FIRMWARE_POLICIES, MAC_POLICIES
+    assert MAC_POLICIES == tuple(p.value for p in MacPolicy)
+    assert FIRMWARE_POLICIES == tuple(p.value for p in FirmwarePolicy)

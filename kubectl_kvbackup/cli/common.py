@@ -11,6 +11,11 @@ from ..cluster import ConnectionOptions, KubeError, connect, default_namespace
 from ..kinds import UnknownKindError
 from . import completion
 
+#: --mac-policy and --firmware-policy as rules.MacPolicy and rules.FirmwarePolicy spell them (written out here, so
+#: that parsing flags does not load the rules; a test keeps the two equal)
+MAC_POLICIES = ("keep", "regenerate-on-collision", "regenerate", "clear")
+FIRMWARE_POLICIES = ("keep", "regenerate-on-collision", "regenerate")
+
 if TYPE_CHECKING:
     from ..sources import Selection, Source
 

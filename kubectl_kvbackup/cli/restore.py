@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from .. import rules
-from ..bundle import encrypted_secrets, objects_as_read, open_verified
-from ..clock import now_iso
 from ..cluster import KubeError, connect
-from ..crypto import KEY_ENVIRONMENT, load_key
-from ..refs import ref_of
-from ..restore import (EXISTING_MODES, RUN_STRATEGIES, VOLUME_MODES,
-                       Plan, PlanError, RestoreOptions, adopt, apply_plan, objects_to_print, parse_namespace_mapping,
-                       parse_roots, plan_restore, plan_rows, read_target, restore_name_from, target_ref, target_scope,
-                       wait_until_ready)
-from ..sources import ClusterSource
-from .common import UsageError, add_connection_flags, connection_options, parse_duration, parse_targets, warn
+from .common import (FIRMWARE_POLICIES, MAC_POLICIES, UsageError, add_connection_flags, connection_options,
+                     parse_duration, parse_targets, warn)
 from .export import BACKUP_NAME
 from .printers import print_data
+
+if TYPE_CHECKING:
+    from .. import rules
+    from ..restore import Plan
+
+#: --volumes, --existing and --run-strategy as kubectl_kvbackup.restore and KubeVirt's RunStrategy take them
+VOLUME_MODES = ("snapshots", "existing", "reimport")
+EXISTING_MODES = ("fail", "skip", "update")
+RUN_STRATEGIES = ("Halted", "Always", "RerunOnFailure", "Manual", "Once")
 
 EXAMPLES = """examples:
   # everything in the bundle into namespace prod-copy, disks from the export's snapshots
@@ -36,6 +36,8 @@ class Interrupted(KubeError):
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
+    from ..crypto import KEY_ENVIRONMENT
+
     parser = subcommands.add_parser(
         "restore", help="restore a bundle into a cluster, volumes included",
         description="Restore a verified bundle: missing namespaces first, then every object in dependency order with "
@@ -54,9 +56,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
                              "existing: PVCs were restored by another tool; reimport: CDI imports disks again")
     parser.add_argument("--existing", choices=EXISTING_MODES, default="fail",
                         help="objects already in the cluster: fail (default: list them, create nothing), skip, update")
-    parser.add_argument("--mac-policy", choices=[p.value for p in rules.MacPolicy], default="regenerate-on-collision",
+    parser.add_argument("--mac-policy", choices=MAC_POLICIES, default="regenerate-on-collision",
                         help="MAC addresses a VM fixes (default: regenerate-on-collision)")
-    parser.add_argument("--firmware-policy", choices=[p.value for p in rules.FirmwarePolicy], default="regenerate-on-collision",
+    parser.add_argument("--firmware-policy", choices=FIRMWARE_POLICIES, default="regenerate-on-collision",
                         help="firmware serial and UUID a VM fixes (default: regenerate-on-collision)")
     parser.add_argument("--run-strategy", choices=RUN_STRATEGIES, help="set every restored VM's run strategy")
     parser.add_argument("--dry-run", choices=("none", "client", "server"), default="none", nargs="?", const="client",
@@ -93,10 +95,14 @@ def progress_printer(quiet: bool) -> Callable[[str], None]:
 
 
 def identity_policies(args: argparse.Namespace) -> rules.IdentityPolicies:
+    from .. import rules
+
     return rules.IdentityPolicies.parse(args.mac_policy, args.firmware_policy)
 
 
 def namespace_mapping(args: argparse.Namespace, index: dict[str, Any]) -> dict[str, str]:
+    from ..restore import parse_namespace_mapping
+
     if args.namespace and args.namespace_mapping:
         raise UsageError("error: use -n or --namespace-mapping, not both")
     if args.namespace_mapping:
@@ -143,6 +149,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def restore(args: argparse.Namespace) -> int:
+    from ..bundle import encrypted_secrets, objects_as_read, open_verified
+    from ..clock import now_iso
+    from ..crypto import KEY_ENVIRONMENT, load_key
+    from ..restore import (PlanError, RestoreOptions, apply_plan, parse_roots, plan_restore, read_target,
+                           restore_name_from, target_ref, target_scope, wait_until_ready)
+    from ..sources import ClusterSource
+
     validate(args)
     roots_asked = parse_targets(args.targets)
     progress = progress_printer(args.quiet)
@@ -194,6 +207,9 @@ def restore(args: argparse.Namespace) -> int:
 
 
 def run_adopt(args: argparse.Namespace) -> int:
+    from ..restore import adopt
+    from ..sources import ClusterSource
+
     if args.all_namespaces and args.namespace:
         raise UsageError("error: use -n or -A, not both")
     connection = connect(connection_options(args))
@@ -209,6 +225,9 @@ def run_adopt(args: argparse.Namespace) -> int:
 
 
 def print_plan(plan: Plan, output: str | None) -> int:
+    from ..refs import ref_of
+    from ..restore import objects_to_print, plan_rows
+
     if output == "name":
         for obj in objects_to_print(plan):
             print(ref_of(obj).display_name())

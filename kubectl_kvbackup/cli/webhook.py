@@ -11,7 +11,8 @@ from typing import Any, Callable
 
 from .. import certs, manifests, rules
 from ..cluster import ApiError, Connection, KubeError, connect, object_path
-from .common import UsageError, add_connection_flags, connection_options, parse_duration
+from .common import (FIRMWARE_POLICIES, MAC_POLICIES, UsageError, add_connection_flags, connection_options,
+                     parse_duration)
 
 FIELD_MANAGER = "kubectl-kvbackup"
 EXAMPLES = """examples:
@@ -50,12 +51,12 @@ def register(subcommands: argparse._SubParsersAction) -> None:
                                      f"(default: {','.join(manifests.DEFAULT_METRICS_NAMESPACES)})")
             action.add_argument("--image", default=manifests.DEFAULT_IMAGE,
                                 help=f"the webhook image (default: {manifests.DEFAULT_IMAGE})")
-            action.add_argument("--mac-policy", choices=[p.value for p in rules.MacPolicy],
-                                default=rules.MacPolicy.REGENERATE_ON_COLLISION.value,
+            action.add_argument("--mac-policy", choices=MAC_POLICIES,
+                                default="regenerate-on-collision",
                                 help="restored MAC addresses: keep them, replace those already in use by new stable "
                                      "ones (default), replace all, or clear them")
-            action.add_argument("--firmware-policy", choices=[p.value for p in rules.FirmwarePolicy],
-                                default=rules.FirmwarePolicy.REGENERATE_ON_COLLISION.value,
+            action.add_argument("--firmware-policy", choices=FIRMWARE_POLICIES,
+                                default="regenerate-on-collision",
                                 help="restored firmware serial and UUID: keep them, regenerate those already in use "
                                      "(default; a UUID KubeVirt derived from the VM name never counts), or always "
                                      "regenerate them")
@@ -77,9 +78,8 @@ def _namespaces(text: str) -> tuple[str, ...]:
 
 
 def _settings(args: argparse.Namespace) -> manifests.Settings:
-    identity = rules.IdentityPolicies(
-        rules.MacPolicy(getattr(args, "mac_policy", rules.MacPolicy.REGENERATE_ON_COLLISION.value)),
-        rules.FirmwarePolicy(getattr(args, "firmware_policy", rules.FirmwarePolicy.REGENERATE_ON_COLLISION.value)))
+    identity = rules.IdentityPolicies.parse(getattr(args, "mac_policy", "regenerate-on-collision"),
+                                            getattr(args, "firmware_policy", "regenerate-on-collision"))
     return manifests.Settings(namespace=args.namespace, image=getattr(args, "image", manifests.DEFAULT_IMAGE),
                               identity=identity,
                               system_namespaces=getattr(args, "system_namespaces",
