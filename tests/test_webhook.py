@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import random
+import time
 from typing import Any
 
 import pytest
@@ -43,19 +44,19 @@ class StaticLookups:
         if lookup in self.fail:
             raise admission.LookupFailed("timed out")
 
-    def namespace_labels(self, namespace: str) -> dict[str, str]:
+    def namespace_labels(self, namespace: str, deadline: float) -> dict[str, str]:
         self._call("namespace")
         return self.namespaces.get(namespace, {})
 
-    def owner_uid(self, owner: Obj, namespace: str) -> str | None:
+    def owner_uid(self, owner: Obj, namespace: str, deadline: float) -> str | None:
         self._call("owner")
         return self.owners.get(f"{owner['kind']}/{namespace}/{owner['name']}")
 
-    def pvc(self, namespace: str, name: str) -> Obj | None:
+    def pvc(self, namespace: str, name: str, deadline: float) -> Obj | None:
         self._call("pvc")
         return self.pvcs.get(f"{namespace}/{name}")
 
-    def identities(self) -> tuple[set[str], set[str], set[str]]:
+    def identities(self, deadline: float) -> tuple[set[str], set[str], set[str]]:
         self._call("identities")
         return self.in_use  # type: ignore[return-value]
 
@@ -288,16 +289,119 @@ def test_rules_module_is_what_the_webhook_calls() -> None:
     assert apply_patch.apply(review["request"]["object"], decoded_patch(response)) == expected
 
 
-def test_lookups_stop_once_the_request_budget_is_spent() -> None:
-    """A slow API server: every lookup takes 0.6 s, so after the budget the rest are skipped, and the answer comes
-    well inside the webhook's 5 s timeout."""
-    case = load("pvc-of-datavolume-owner-restored")
-    review = json.loads(json.dumps(case["review"]))
-    owners = review["request"]["object"]["metadata"]["ownerReferences"]
-    review["request"]["object"]["metadata"]["ownerReferences"] = [
-        {**owners[0], "name": f"dv-{i}", "controller": i == 0} for i in range(6)]
-    lookups = StaticLookups({"delay": 0.6})
-    response = post(create_app({"LOOKUPS": lookups}).test_client(), review).get_json()["response"]
-    assert response["allowed"]
-    assert 2 <= lookups.calls.count("owner") <= 4  # each started within the budget; the rest skipped
-    assert any("lookups stop" in w for w in response.get("warnings", []))
+def test_every_lookup_of_a_request_shares_its_deadline() -> None:
+    """Each lookup is handed the one deadline of the request, so a slow API server cannot stretch the answer."""
+    deadlines: list[float] = []
+
+    class Recording(StaticLookups):
+        def _call(self, lookup: str, deadline: float = 0.0) -> None:
+            super()._call(lookup)
+
+        def namespace_labels(self, namespace: str, deadline: float) -> dict[str, str]:
+            deadlines.append(deadline)
+            return super().namespace_labels(namespace, deadline)
+
+        def owner_uid(self, owner: Obj, namespace: str, deadline: float) -> str | None:
+            deadlines.append(deadline)
+            return super().owner_uid(owner, namespace, deadline)
+
+    review = load("pvc-of-datavolume-owner-restored")["review"]
+    review["request"]["object"]["metadata"]["labels"] = {}  # so the namespace is looked up too
+    review["request"]["object"]["metadata"]["ownerReferences"] *= 3
+    lookups = Recording({"namespaces": {"prod": {rules.RESTORE_MODE_NAMESPACE_LABEL: "enabled"}}})
+    before = time.monotonic()
+    admission.review(json.dumps(review).encode(), lookups, rules.IdentityPolicy.KEEP)
+    assert len(deadlines) == 4 and len(set(deadlines)) == 1
+    assert deadlines[0] >= before + admission.LOOKUP_DEADLINE
+
+
+@pytest.mark.parametrize("name", ["pvc-of-datavolume-owner-restored", "dv-restore-mode-namespace",
+                                  "vm-mac-collision", "dv-status-stripped-pvc-restored"])
+def test_once_the_deadline_has_passed_no_lookup_starts_and_only_their_rules_are_skipped(name: str) -> None:
+    case = load(name)
+    lookups = StaticLookups(case.get("cluster"))
+    outcome = admission.review(json.dumps(case["review"]).encode(), lookups, rules.IdentityPolicy.CLEAR_ON_COLLISION,
+                               deadline=time.monotonic())
+    assert lookups.calls == []
+    response = outcome.review["response"]
+    assert outcome.http_status == 200 and response["allowed"] is True
+    assert outcome.failed_lookups and all("time for lookups is spent" in w for w in response["warnings"])
+
+
+def test_system_accounts_count_only_in_the_system_namespaces() -> None:
+    """A tenant can create a ServiceAccount named kubevirt-controller in their own namespace: that is no system."""
+    lookups = StaticLookups()
+    client = create_app({"LOOKUPS": lookups}).test_client()
+    review = load("launcher-pod-from-kubevirt-controller")["review"]
+    review["request"]["userInfo"]["username"] = "system:serviceaccount:tenant:kubevirt-controller"
+    review["request"]["object"]["metadata"].setdefault("labels", {})[rules.RESTORE_LABEL] = "r1"
+    response = post(client, review).get_json()["response"]
+    assert response["allowed"] is False and "must not be restored" in response["status"]["message"]
+    elsewhere = create_app({"LOOKUPS": lookups, "SYSTEM_NAMESPACES": "virt, tenant"}).test_client()
+    assert post(elsewhere, review).get_json()["response"]["allowed"] is True
+
+
+@pytest.mark.parametrize("depth", [990, 1000, 5000, 100_000])
+def test_deeply_nested_json_gets_an_admission_review_answer(depth: int) -> None:
+    review = load("vm-mac-collision")["review"]
+    review["request"]["object"]["spec"]["x"] = None
+    body = json.dumps(review).replace('"x": null', '"x": ' + "[" * depth + "]" * depth).encode()
+    result = post(app_for().test_client(), body)
+    assert result.status_code in (200, 400) and result.get_json()["kind"] == "AdmissionReview"
+    response = result.get_json()["response"]
+    if depth > 1000:  # past what Python's parser takes: refused as such, never a 500
+        assert response["allowed"] is False and "nested too deeply" in response["status"]["message"]
+
+
+SET_ASIDE = rules.OWNER_REFERENCES_ANNOTATION
+
+
+def _with_set_aside_owners(owners: Any) -> Obj:
+    review = load("pvc-of-datavolume-owner-restored")["review"]
+    meta = review["request"]["object"]["metadata"]
+    meta.pop("ownerReferences")
+    meta.setdefault("annotations", {})[SET_ASIDE] = owners if isinstance(owners, str) else json.dumps(owners)
+    return review
+
+
+GOOD_OWNER = {"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "name": "fedora-root", "uid": "old",
+              "controller": True}
+
+
+@pytest.mark.parametrize("owners, problem", [
+    ([{**GOOD_OWNER, "name": ".."}], "is not a DNS-1123 subdomain"),
+    ([{**GOOD_OWNER, "name": "a/b"}], "is not a DNS-1123 subdomain"),
+    ([{**GOOD_OWNER, "name": 7}], "name is not a string"),
+    ([{**GOOD_OWNER, "kind": "../x"}], "is not a Kind"),
+    ([{**GOOD_OWNER, "apiVersion": "cdi.kubevirt.io/../v1"}], "is not GROUP/VERSION"),
+    ([{**GOOD_OWNER, "apiVersion": "/v1"}], "is not GROUP/VERSION"),
+    ([{**GOOD_OWNER, "uid": ["x"]}], "uid is not a string"),
+    ([{**GOOD_OWNER, "controller": "yes"}], "controller is not true or false"),
+    (["DataVolume/fedora-root"], "expected an object"),
+    ([GOOD_OWNER] * (admission.MAX_OWNERS + 1), f"more than {admission.MAX_OWNERS}"),
+    ({"owners": []}, "expected a JSON list"),
+    ("[{", "expected a JSON list"),
+])
+def test_set_aside_owners_are_checked_before_any_lookup(owners: Any, problem: str) -> None:
+    lookups = StaticLookups()
+    response = post(create_app({"LOOKUPS": lookups}).test_client(), _with_set_aside_owners(owners)).get_json()
+    status = response["response"]["status"]
+    assert status["code"] == 400 and problem in status["message"] and SET_ASIDE in status["message"]
+    assert lookups.calls == []
+
+
+def test_live_owner_references_are_checked_like_set_aside_ones() -> None:
+    review = load("pvc-of-datavolume-owner-restored")["review"]
+    review["request"]["object"]["metadata"]["ownerReferences"][0]["name"] = "../../namespaces/kube-system"
+    lookups = StaticLookups()
+    status = post(create_app({"LOOKUPS": lookups}).test_client(), review).get_json()["response"]["status"]
+    assert status["code"] == 400 and "ownerReferences entry 0" in status["message"] and lookups.calls == []
+
+
+@pytest.mark.parametrize("failure", ["fail", "forbidden"])
+def test_an_owner_that_cannot_be_read_is_never_re_pointed_at_its_old_uid(failure: str) -> None:
+    review = _with_set_aside_owners([GOOD_OWNER])
+    response = post(app_for({failure: ["owner"]}).test_client(), review).get_json()["response"]
+    patched = apply_patch.apply(review["request"]["object"], decoded_patch(response))
+    assert "ownerReferences" not in patched["metadata"]
+    assert any("no ownerReference to it was written" in w for w in response["warnings"])

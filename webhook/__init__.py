@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from kubectl_kvbackup.rules import IdentityPolicy
+from kubectl_kvbackup.rules import DEFAULT_SYSTEM_NAMESPACES, IdentityPolicy
 
 from . import admission
 from .lookups import ClusterLookups
@@ -34,11 +34,13 @@ def _drain(stream: Any, length: int) -> None:
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """The Flask application. ``config`` overrides: IDENTITY_POLICY (keep | clear-on-collision | clear),
-    MAX_CONTENT_LENGTH (bytes), LOOKUPS (an ``admission.Lookups``; default: the cluster, see ``lookups``)."""
+    MAX_CONTENT_LENGTH (bytes), SYSTEM_NAMESPACES (where KubeVirt and CDI run: comma-separated),
+    LOOKUPS (an ``admission.Lookups``; default: the cluster, see ``lookups``)."""
     app = Flask("kvbackup_webhook")
     app.config.update(
         IDENTITY_POLICY=os.environ.get("KVBACKUP_WEBHOOK_IDENTITY_POLICY", IdentityPolicy.CLEAR_ON_COLLISION.value),
         MAX_CONTENT_LENGTH=int(os.environ.get("KVBACKUP_WEBHOOK_MAX_BYTES", DEFAULT_MAX_BYTES)),
+        SYSTEM_NAMESPACES=os.environ.get("KVBACKUP_WEBHOOK_SYSTEM_NAMESPACES", ",".join(DEFAULT_SYSTEM_NAMESPACES)),
         LOOKUPS=None,
     )
     app.config.update(config or {})
@@ -47,6 +49,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     except ValueError:
         raise ValueError(f"unknown identity policy {app.config['IDENTITY_POLICY']!r}: use one of "
                          f"{', '.join(p.value for p in IdentityPolicy)}") from None
+    system_namespaces = frozenset(n.strip() for n in app.config["SYSTEM_NAMESPACES"].split(",") if n.strip())
     lookups = app.config["LOOKUPS"] or ClusterLookups.from_environment()
     metrics = Metrics()
 
@@ -59,11 +62,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.post("/mutate")
     def mutate() -> Response:
         started = time.perf_counter()
-        body = request.get_data(cache=False)
+        deadline = time.monotonic() + admission.LOOKUP_DEADLINE
+        try:
+            body = request.get_data(cache=False)
+        except OSError as error:  # the client stopped sending (gunicorn's socket timeout): it gets what it can read
+            return reply(admission.invalid(f"the request body did not arrive: {error}"), started)
         if request.content_length is None and len(body) >= app.config["MAX_CONTENT_LENGTH"]:
             # a chunked body is cut at the limit rather than refused: say so, not "malformed JSON"
             return too_large(None)
-        return reply(admission.review(body, lookups, policy), started)
+        return reply(admission.review(body, lookups, policy, system_namespaces=system_namespaces,
+                                      deadline=deadline), started)
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_: RequestEntityTooLarge | None) -> Response:

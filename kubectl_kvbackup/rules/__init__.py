@@ -5,7 +5,7 @@ Split by the integration guide's sections: ``export`` (backup actions), ``restor
 copy (or a ``Decision``); nothing here does I/O.
 """
 
-from .context import SYSTEM_SERVICE_ACCOUNT_NAMES, in_restore_context, is_system_request
+from .context import DEFAULT_SYSTEM_NAMESPACES, SYSTEM_SERVICE_ACCOUNT_NAMES, in_restore_context, is_system_request
 from .export import (copy_revision_names, data_volume_owner, data_volume_succeeded, export_object, import_unfinished,
                      mark_populated_for, mark_prepopulated, restore_decision)
 from .identity import IdentitiesInUse, IdentityPolicy, apply_identity_policy, identity_values, normalize_mac
@@ -18,7 +18,7 @@ from .restore import (PVC_BINDING_ANNOTATIONS, RESTRICTED_VMI_LABELS, SERVER_SET
                       restore_object, sanitize_metadata, set_aside_owner_references, strip_restricted_vmi_labels)
 
 __all__ = [
-    "SYSTEM_SERVICE_ACCOUNT_NAMES", "in_restore_context", "is_system_request",
+    "DEFAULT_SYSTEM_NAMESPACES", "SYSTEM_SERVICE_ACCOUNT_NAMES", "in_restore_context", "is_system_request",
     "copy_revision_names", "data_volume_owner", "data_volume_succeeded", "export_object", "import_unfinished",
     "mark_populated_for", "mark_prepopulated", "restore_decision",
     "IdentitiesInUse", "IdentityPolicy", "apply_identity_policy", "identity_values", "normalize_mac",
