@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from kubectl_kvbackup.rules import DEFAULT_SYSTEM_NAMESPACES, IdentityPolicy
 
@@ -35,12 +35,14 @@ def _drain(stream: Any, length: int) -> None:
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """The Flask application. ``config`` overrides: IDENTITY_POLICY (keep | clear-on-collision | clear),
     MAX_CONTENT_LENGTH (bytes), SYSTEM_NAMESPACES (where KubeVirt and CDI run: comma-separated),
+    METRICS_PORT (the local port that serves /metrics and nothing else; unset: every path on any port),
     LOOKUPS (an ``admission.Lookups``; default: the cluster, see ``lookups``)."""
     app = Flask("kvbackup_webhook")
     app.config.update(
         IDENTITY_POLICY=os.environ.get("KVBACKUP_WEBHOOK_IDENTITY_POLICY", IdentityPolicy.CLEAR_ON_COLLISION.value),
         MAX_CONTENT_LENGTH=int(os.environ.get("KVBACKUP_WEBHOOK_MAX_BYTES", DEFAULT_MAX_BYTES)),
         SYSTEM_NAMESPACES=os.environ.get("KVBACKUP_WEBHOOK_SYSTEM_NAMESPACES", ",".join(DEFAULT_SYSTEM_NAMESPACES)),
+        METRICS_PORT=os.environ.get("KVBACKUP_WEBHOOK_METRICS_PORT"),
         LOOKUPS=None,
     )
     app.config.update(config or {})
@@ -52,6 +54,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     system_namespaces = frozenset(n.strip() for n in app.config["SYSTEM_NAMESPACES"].split(",") if n.strip())
     lookups = app.config["LOOKUPS"] or ClusterLookups.from_environment()
     metrics = Metrics()
+
+    metrics_port = str(app.config["METRICS_PORT"] or "")
+
+    @app.before_request
+    def separate_metrics_port() -> Response | None:
+        # /metrics may be open to a monitoring namespace, the admission port only to the API server
+        if metrics_port and (request.environ.get("SERVER_PORT") == metrics_port) != (request.path == "/metrics"):
+            return http_error(NotFound())
+        return None
 
     def reply(outcome: admission.Outcome, started: float) -> Response:
         for lookup in outcome.failed_lookups:
