@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from typing import Any
 
@@ -18,6 +19,10 @@ from .metrics import Metrics
 
 #: kube-apiserver refuses request bodies over 3 MiB, so no genuine AdmissionReview is larger
 DEFAULT_MAX_BYTES = 3 * 1024 * 1024
+
+
+#: bodies larger than this are judged one at a time per worker: parsing a 3 MiB body can take 60 MiB
+LARGE_BODY = 256 * 1024
 
 
 #: an oversized body is still read (up to this many times the limit) so the client gets the 413 instead of a reset
@@ -56,6 +61,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     metrics = Metrics()
 
     metrics_port = str(app.config["METRICS_PORT"] or "")
+    large_bodies = threading.BoundedSemaphore(1)
 
     @app.before_request
     def separate_metrics_port() -> Response | None:
@@ -81,8 +87,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         if request.content_length is None and len(body) >= app.config["MAX_CONTENT_LENGTH"]:
             # a chunked body is cut at the limit rather than refused: say so, not "malformed JSON"
             return too_large(None)
-        return reply(admission.review(body, lookups, policy, system_namespaces=system_namespaces,
-                                      deadline=deadline), started)
+        large = len(body) > LARGE_BODY
+        if large and not large_bodies.acquire(timeout=admission.LOOKUP_DEADLINE):
+            return reply(admission.invalid("the webhook is busy with other very large objects: retry"), started)
+        try:
+            return reply(admission.review(body, lookups, policy, system_namespaces=system_namespaces,
+                                          deadline=deadline), started)
+        finally:
+            if large:
+                large_bodies.release()
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_: RequestEntityTooLarge | None) -> Response:

@@ -30,6 +30,10 @@ log = logging.getLogger("kvbackup_webhook")
 #: seconds from a request's arrival by which every cluster lookup of it has finished or been abandoned: each API call
 #: gets the time left as its timeout, so the answer leaves well inside the API server's 5 s timeoutSeconds
 LOOKUP_DEADLINE = 3.5
+#: JSON objects and arrays in one object, far more than any VM (KubeVirt allows 256 disks, volumes, interfaces)
+#: has: the restore rules copy an object several times over, and a 3 MiB body of a million empty entries would
+#: take a worker past its memory limit and the API server's timeout (measured in benchmarks/bench_webhook.py)
+MAX_NODES = 50_000
 #: more owners than any controller writes: past this the annotation is someone's attempt at many lookups
 MAX_OWNERS = 16
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -177,6 +181,9 @@ def _judge(request: Obj, recorder: "_Recorder", policy: IdentityPolicy, system_n
     if rules.is_system_request(username, system_namespaces):
         return Outcome(200, answer(uid, True), kind, "allowed")
     obj = _require(request, "object", dict, f"the {kind} being created")
+    if _more_nodes_than(obj, MAX_NODES):
+        raise _Invalid(f"request.object has more than {MAX_NODES} JSON objects and arrays, more than any {kind} "
+                       "kvbackup restores; the restore rules were not applied")
     namespace = request.get("namespace") or ""
     if not isinstance(namespace, str):
         raise _Invalid("request.namespace is malformed: expected a string")
@@ -193,6 +200,20 @@ def _judge(request: Obj, recorder: "_Recorder", policy: IdentityPolicy, system_n
         return Outcome(200, answer(uid, False, code=403, reason="Forbidden", message=message), kind, "denied")
     mutated, changes = rules.restore_object(work, _restore_context(work, policy, recorder))
     return _allowed(uid, kind, jsonpatch.diff(work, mutated), failures, [f"changed {change}" for change in changes])
+
+
+def _more_nodes_than(value: Any, limit: int) -> bool:
+    pending, seen = [value], 0
+    while pending:
+        item = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                seen += 1
+                if seen > limit:
+                    return True
+                pending.append(child)
+    return False
 
 
 def _allowed(uid: str, kind: str, patch: list[Obj], failures: list[tuple[str, str]],
