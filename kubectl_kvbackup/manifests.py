@@ -27,6 +27,7 @@ SECRET_NAME = "kvbackup-webhook-tls"
 DEFAULT_NAMESPACE = "kvbackup-system"
 DEFAULT_IMAGE = f"ghcr.io/kvbackup/kvbackup-webhook:{__version__}"
 PORT = 8443
+METRICS_PORT = 9443  # /metrics only, TLS with the serving certificate
 CERT_DIR = "/etc/kvbackup-webhook/tls"
 TIMEOUT_SECONDS = 5
 #: namespaces the webhook must not take: it never reviews its own namespace
@@ -97,15 +98,18 @@ def _deployment(settings: Settings) -> Obj:
             {"name": "KVBACKUP_WEBHOOK_CERT_DIR", "value": CERT_DIR},
             {"name": "KVBACKUP_WEBHOOK_TMP_DIR", "value": "/tmp"},
         ],
-        "ports": [{"name": "https", "containerPort": PORT, "protocol": "TCP"}],
+        "ports": [{"name": "https", "containerPort": PORT, "protocol": "TCP"},
+                  {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         # probes share the worker threads with admission calls, which may wait up to ~4.5 s on a slow API server:
         # a busy restore must not fail liveness and restart the webhook in the middle of it
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "https", "scheme": "HTTPS"},
                            "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "https", "scheme": "HTTPS"},
                           "initialDelaySeconds": 5, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6},
-        # 2 workers of about 40 MiB each; the CPU limit leaves room for bursts of a restore's admission calls
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},
+        # measured (benchmarks/bench_webhook.py): master 54 MiB, each worker 48 MiB idle and at most 143 MiB while
+        # judging the largest bodies the API server sends, so 340 MiB at worst; the CPU limit leaves room for bursts
+        # of a restore's admission calls
+        "resources": {"requests": {"cpu": "100m", "memory": "192Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [{"name": "tls", "mountPath": CERT_DIR, "readOnly": True},

@@ -21,7 +21,8 @@ from .metrics import Metrics
 DEFAULT_MAX_BYTES = 3 * 1024 * 1024
 
 
-#: bodies larger than this are judged one at a time per worker: parsing a 3 MiB body can take 60 MiB
+#: bodies larger than this (or of unknown size) are read and judged one at a time per worker: parsing a 3 MiB body
+#: can take 80 MiB (see benchmarks/bench_webhook.py)
 LARGE_BODY = 256 * 1024
 
 
@@ -80,6 +81,18 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     def mutate() -> Response:
         started = time.perf_counter()
         deadline = time.monotonic() + admission.LOOKUP_DEADLINE
+        # a large body is read only when this worker judges no other: parsed, it takes some twenty times its size
+        large = request.content_length is None or request.content_length > LARGE_BODY
+        if large and not large_bodies.acquire(timeout=admission.LOOKUP_DEADLINE):
+            return reply(admission.invalid("the webhook is busy with other very large objects: retry",
+                                           http_status=503), started)
+        try:
+            return judge(started, deadline)
+        finally:
+            if large:
+                large_bodies.release()
+
+    def judge(started: float, deadline: float) -> Response:
         try:
             body = request.get_data(cache=False)
         except OSError as error:  # the client stopped sending (gunicorn's socket timeout): it gets what it can read
@@ -87,15 +100,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         if request.content_length is None and len(body) >= app.config["MAX_CONTENT_LENGTH"]:
             # a chunked body is cut at the limit rather than refused: say so, not "malformed JSON"
             return too_large(None)
-        large = len(body) > LARGE_BODY
-        if large and not large_bodies.acquire(timeout=admission.LOOKUP_DEADLINE):
-            return reply(admission.invalid("the webhook is busy with other very large objects: retry"), started)
-        try:
-            return reply(admission.review(body, lookups, policy, system_namespaces=system_namespaces,
-                                          deadline=deadline), started)
-        finally:
-            if large:
-                large_bodies.release()
+        return reply(admission.review(body, lookups, policy, system_namespaces=system_namespaces,
+                                      deadline=deadline), started)
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_: RequestEntityTooLarge | None) -> Response:
