@@ -405,3 +405,81 @@ def test_an_owner_that_cannot_be_read_is_never_re_pointed_at_its_old_uid(failure
     patched = apply_patch.apply(review["request"]["object"], decoded_patch(response))
     assert "ownerReferences" not in patched["metadata"]
     assert any("no ownerReference to it was written" in w for w in response["warnings"])
+
+
+# --- what each check of the admission core holds (each case fails when that check is removed or inverted) -------
+
+def _review_with(name: str, change) -> Obj:
+    review = json.loads(json.dumps(load(name)["review"]))
+    change(review["request"])
+    return review
+
+
+def _answer(review: Obj, cluster: Obj | None = None, **config: Any) -> Obj:
+    return post(app_for(cluster, **config).test_client(), review).get_json()["response"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r["kind"].update(kind=5), "request.kind is malformed"),
+    (lambda r: r["kind"].update(group=["cdi.kubevirt.io"]), "request.kind is malformed"),
+    (lambda r: r.update(kind="DataVolume"), "request.kind is malformed"),
+    (lambda r: r.update(operation=1), "request.operation is malformed"),
+    (lambda r: r["userInfo"].update(username=["system:admin"]), "request.userInfo.username is malformed"),
+    (lambda r: r.update(namespace={"name": "prod"}), "request.namespace is malformed"),
+    (lambda r: r["object"]["metadata"].update(ownerReferences=[["DataVolume"]]), "ownerReferences entry 0"),
+    (lambda r: r["object"]["metadata"].update(ownerReferences={"kind": "DataVolume"}), "expected a list"),
+])
+def test_malformed_fields_are_named_not_reported_as_a_rule_failure(change, message: str) -> None:
+    response = _answer(_review_with("dv-succeeded-velero", change))
+    assert response["allowed"] is False and response["status"]["code"] == 400
+    assert message in response["status"]["message"] and "please report it" not in response["status"]["message"]
+
+
+def test_an_object_without_metadata_namespace_is_in_the_namespace_of_the_request() -> None:
+    review = _review_with("dv-restore-mode-namespace", lambda r: r["object"]["metadata"].pop("namespace"))
+    case = load("dv-restore-mode-namespace")
+    response = _answer(review, case["cluster"])
+    assert decoded_patch(response) == case["expect"]["patch"]
+
+
+def test_an_object_without_apiversion_and_kind_takes_them_from_the_request() -> None:
+    def strip(request: Obj) -> None:
+        del request["object"]["apiVersion"], request["object"]["kind"]
+    response = _answer(_review_with("dv-succeeded-velero", strip))
+    assert decoded_patch(response) == load("dv-succeeded-velero")["expect"]["patch"]
+
+
+def test_a_pvc_on_its_way_out_does_not_count_as_restored() -> None:
+    case = load("dv-status-stripped-pvc-restored")
+    cluster = json.loads(json.dumps(case["cluster"]))
+    cluster["pvcs"]["prod/disk-a"]["metadata"]["deletionTimestamp"] = "2024-11-24T10:00:00Z"
+    assert decoded_patch(_answer(case["review"], cluster)) == []
+    assert decoded_patch(_answer(case["review"], case["cluster"])) == case["expect"]["patch"]
+
+
+def test_identities_in_use_are_listed_only_when_a_collision_decides() -> None:
+    review = load("vm-mac-collision")["review"]
+    for policy, listed in (("keep", False), ("clear", False), ("clear-on-collision", True)):
+        lookups = StaticLookups()
+        post(create_app({"LOOKUPS": lookups, "IDENTITY_POLICY": policy}).test_client(), review)
+        assert ("identities" in lookups.calls) is listed, policy
+    no_identity = _review_with("vm-mac-collision", lambda r: r["object"]["spec"]["template"]["spec"].update(
+        domain={"devices": {}}))
+    lookups = StaticLookups()
+    post(create_app({"LOOKUPS": lookups}).test_client(), no_identity)
+    assert "identities" not in lookups.calls  # nothing to collide
+
+
+def test_refusals_say_which_kind_of_refusal_they_are() -> None:
+    too_large = post(app_for(MAX_CONTENT_LENGTH=1000).test_client(), load("vm-mac-collision")["review"]).get_json()
+    assert too_large["response"]["status"]["reason"] == "RequestEntityTooLarge"
+    assert too_large["response"]["status"]["code"] == 413
+    bad = post(app_for().test_client(), b"{not json").get_json()
+    assert bad["response"]["status"]["reason"] == "BadRequest" and bad["response"]["status"]["code"] == 400
+
+
+def test_metrics_count_invalid_requests_under_their_kind() -> None:
+    client = app_for().test_client()
+    post(client, _review_with("vm-mac-collision", lambda r: r.update(namespace=7)))
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'kvbackup_webhook_requests_total{kind="VirtualMachine",decision="invalid"} 1' in text
