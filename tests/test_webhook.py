@@ -152,7 +152,7 @@ def test_wrong_method_and_path_answer_json_not_html() -> None:
     assert client.post("/validate", data=b"{}").status_code == 404
 
 
-def test_a_rule_failing_unexpectedly_is_a_clear_denial_not_a_500() -> None:
+def test_a_rule_failing_unexpectedly_is_a_clear_denial_not_a_500(caplog) -> None:
     review = load("vm-mac-collision")["review"]
     review["request"]["object"]["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"] = "eth0"
     result = post(app_for().test_client(), review)
@@ -160,6 +160,7 @@ def test_a_rule_failing_unexpectedly_is_a_clear_denial_not_a_500() -> None:
     response = result.get_json()["response"]
     assert response["allowed"] is False and response["status"]["code"] == 400
     assert "could not apply the restore rules" in response["status"]["message"]
+    assert any(r.exc_info and "restore rules failed on request 0d6a1c2e-db" in r.getMessage() for r in caplog.records)
 
 
 def test_system_service_accounts_never_trigger_lookups() -> None:
@@ -377,6 +378,7 @@ GOOD_OWNER = {"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "na
     ([{**GOOD_OWNER, "apiVersion": "/v1"}], "is not GROUP/VERSION"),
     ([{**GOOD_OWNER, "uid": ["x"]}], "uid is not a string"),
     ([{**GOOD_OWNER, "controller": "yes"}], "controller is not true or false"),
+    ([{**GOOD_OWNER, "x": [[[]]]}], "unknown field 'x'"),
     (["DataVolume/fedora-root"], "expected an object"),
     ([GOOD_OWNER] * (admission.MAX_OWNERS + 1), f"more than {admission.MAX_OWNERS}"),
     ({"owners": []}, "expected a JSON list"),
@@ -483,3 +485,67 @@ def test_metrics_count_invalid_requests_under_their_kind() -> None:
     post(client, _review_with("vm-mac-collision", lambda r: r.update(namespace=7)))
     text = client.get("/metrics").get_data(as_text=True)
     assert 'kvbackup_webhook_requests_total{kind="VirtualMachine",decision="invalid"} 1' in text
+
+
+def test_a_lookup_failure_is_told_with_its_cause() -> None:
+    response = _answer(load("pvc-owner-lookup-fails")["review"], {"fail": ["owner"]})
+    assert any("(timed out)" in warning for warning in response["warnings"])
+
+
+@pytest.mark.parametrize("stashed, problem", [("", None), (5, "expected a JSON list"), ("null", "expected a JSON list")])
+def test_the_set_aside_annotation_must_be_a_json_list(stashed: Any, problem: str | None) -> None:
+    review = _with_set_aside_owners([])
+    review["request"]["object"]["metadata"]["annotations"][SET_ASIDE] = stashed
+    response = _answer(review)
+    if problem:
+        assert response["allowed"] is False and problem in response["status"]["message"]
+    else:
+        assert response["allowed"] is True
+
+
+def _vm_with(value: Any) -> Obj:
+    return _review_with("vm-mac-collision", lambda r: r["object"]["spec"].update(extra=value))
+
+
+@pytest.mark.parametrize("value, refused", [
+    ([{}] * admission.MAX_NODES, True),  # with the VM's own objects, over the limit
+    ({f"k{i}": [] for i in range(admission.MAX_NODES)}, True),
+    ([[{"a": {}}]] * (admission.MAX_NODES // 3), True),  # counted however deep
+    ([{}] * (admission.MAX_NODES - 100), False),
+])
+def test_objects_of_more_json_nodes_than_any_restorable_object_are_refused(value: Any, refused: bool) -> None:
+    response = _answer(_vm_with(value))
+    if refused:
+        assert response["allowed"] is False and "more than 50000 JSON objects" in response["status"]["message"]
+    else:
+        assert response["allowed"] is True
+
+
+def test_the_node_limit_applies_only_to_objects_being_restored() -> None:
+    review = _vm_with([{}] * admission.MAX_NODES)
+    review["request"]["object"]["metadata"]["labels"] = {}
+    assert _answer(review)["allowed"] is True
+
+
+def test_an_object_of_a_request_without_namespace_keeps_its_own() -> None:
+    case = load("dv-restore-mode-namespace")
+    review = _review_with("dv-restore-mode-namespace", lambda r: r.pop("namespace"))
+    assert decoded_patch(_answer(review, case["cluster"])) == case["expect"]["patch"]
+
+
+def test_the_namespace_is_looked_up_only_for_unlabelled_objects_that_have_one() -> None:
+    for review in (load("dv-succeeded-velero")["review"],
+                   _review_with("dv-restore-mode-namespace",
+                                lambda r: (r.pop("namespace"), r["object"]["metadata"].pop("namespace")))):
+        lookups = StaticLookups()
+        post(create_app({"LOOKUPS": lookups}).test_client(), review)
+        assert "namespace" not in lookups.calls
+
+
+def test_metrics_tell_patched_from_allowed() -> None:
+    client = app_for().test_client()
+    for name in ("dv-succeeded-velero", "dv-succeeded-velero", "dv-not-restore-context"):
+        post(client, load(name)["review"])
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'kvbackup_webhook_requests_total{kind="DataVolume",decision="patched"} 2' in text
+    assert 'kvbackup_webhook_requests_total{kind="DataVolume",decision="allowed"} 1' in text

@@ -36,6 +36,8 @@ LOOKUP_DEADLINE = 3.5
 MAX_NODES = 50_000
 #: more owners than any controller writes: past this the annotation is someone's attempt at many lookups
 MAX_OWNERS = 16
+#: an ownerReference's fields (k8s.io/apimachinery/pkg/apis/meta/v1 OwnerReference)
+OWNER_REFERENCE_FIELDS = frozenset({"apiVersion", "kind", "name", "uid", "controller", "blockOwnerDeletion"})
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _KIND = re.compile(r"[A-Z][A-Za-z0-9]{0,62}")
@@ -72,11 +74,7 @@ class Outcome:
 
 
 class _Invalid(Exception):
-    """The request cannot be answered as asked; ``uid`` is empty when the body is not even an AdmissionReview."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
+    """The request cannot be answered as asked (the message says why)."""
 
 
 def answer(uid: str, allowed: bool, *, code: int = 200, message: str = "", reason: str = "",
@@ -109,21 +107,18 @@ def review(body: bytes, lookups: Lookups, policy: IdentityPolicy, *,
     try:
         document = _parse(body)
     except _Invalid as error:
-        return invalid(error.message)
+        return invalid(str(error))
     request = document.get("request")
     uid = request.get("uid") if isinstance(request, dict) and isinstance(request.get("uid"), str) else ""
     try:
         _check_review(document, uid)
     except _Invalid as error:
-        return invalid(error.message, uid=uid)
+        return invalid(str(error), uid=uid)
     kind = _kind_name(request)
     try:
         return _judge(request, _Recorder(lookups, deadline), policy, system_namespaces)
     except _Invalid as error:
-        return invalid(error.message, http_status=200, uid=uid, kind=kind)
-    except RecursionError:
-        return invalid("request.object is nested too deeply for any Kubernetes object", http_status=200, uid=uid,
-                       kind=kind)
+        return invalid(str(error), http_status=200, uid=uid, kind=kind)
     except Exception as error:  # a rule tripped over an object we did not foresee: deny clearly, never a 500
         log.exception("restore rules failed on request %s", uid)
         return invalid(f"could not apply the restore rules to this object ({type(error).__name__}: {error}); "
@@ -181,9 +176,6 @@ def _judge(request: Obj, recorder: "_Recorder", policy: IdentityPolicy, system_n
     if rules.is_system_request(username, system_namespaces):
         return Outcome(200, answer(uid, True), kind, "allowed")
     obj = _require(request, "object", dict, f"the {kind} being created")
-    if _more_nodes_than(obj, MAX_NODES):
-        raise _Invalid(f"request.object has more than {MAX_NODES} JSON objects and arrays, more than any {kind} "
-                       "kvbackup restores; the restore rules were not applied")
     namespace = request.get("namespace") or ""
     if not isinstance(namespace, str):
         raise _Invalid("request.namespace is malformed: expected a string")
@@ -192,6 +184,9 @@ def _judge(request: Obj, recorder: "_Recorder", policy: IdentityPolicy, system_n
     failures = recorder.failures
     if not _in_restore_context(work, namespace, recorder):
         return _allowed(uid, kind, [], failures)
+    if _node_count_exceeds(work, MAX_NODES):
+        raise _Invalid(f"request.object has more than {MAX_NODES} JSON objects and arrays, more than any {kind} "
+                       "kvbackup restores; the restore rules were not applied")
     decision = rules.restore_decision(work)
     if not decision.restore:
         name = work["metadata"].get("name") or work["metadata"].get("generateName", "")
@@ -202,18 +197,15 @@ def _judge(request: Obj, recorder: "_Recorder", policy: IdentityPolicy, system_n
     return _allowed(uid, kind, jsonpatch.diff(work, mutated), failures, [f"changed {change}" for change in changes])
 
 
-def _more_nodes_than(value: Any, limit: int) -> bool:
+def _node_count_exceeds(value: Any, limit: int) -> bool:
     pending, seen = [value], 0
-    while pending:
+    while pending and seen <= limit:
         item = pending.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-        for child in children:
-            if isinstance(child, (dict, list)):
-                seen += 1
-                if seen > limit:
-                    return True
-                pending.append(child)
-    return False
+        children = item.values() if isinstance(item, dict) else item
+        nested = [child for child in children if isinstance(child, (dict, list))]
+        seen += len(nested)
+        pending.extend(nested)
+    return seen > limit
 
 
 def _allowed(uid: str, kind: str, patch: list[Obj], failures: list[tuple[str, str]],
@@ -252,6 +244,9 @@ def owner_problem(owner: Any) -> str | None:
     entry can turn into a request for another path."""
     if not isinstance(owner, dict):
         return "expected an object"
+    unknown = sorted(set(owner) - OWNER_REFERENCE_FIELDS)
+    if unknown:
+        return f"unknown field {unknown[0]!r}"
     for key in ("apiVersion", "kind", "name", "uid"):
         if not isinstance(owner.get(key, ""), str):
             return f"{key} is not a string"
@@ -270,17 +265,16 @@ def owner_problem(owner: Any) -> str | None:
 
 
 def _check_owners(meta: Obj) -> None:
-    live = meta.get("ownerReferences") or []
-    if not isinstance(live, list):
-        raise _Invalid("request.object.metadata.ownerReferences is malformed: expected a list")
+    live = meta.get("ownerReferences") or []  # a list: checked by _working_copy
     stashed = (meta.get("annotations") or {}).get(rules.OWNER_REFERENCES_ANNOTATION)
-    try:
-        set_aside = json.loads(stashed) if isinstance(stashed, str) and stashed else [] if stashed in (None, "") \
-            else None
-    except (ValueError, RecursionError):
-        set_aside = None
+    set_aside: Any = []
+    if stashed not in (None, ""):
+        try:
+            set_aside = json.loads(stashed) if isinstance(stashed, str) else None
+        except (ValueError, RecursionError):
+            set_aside = None
     where = f"annotation {rules.OWNER_REFERENCES_ANNOTATION}"
-    if stashed is not None and not isinstance(set_aside, list):
+    if not isinstance(set_aside, list):
         raise _Invalid(f"request.object.metadata {where} is malformed: expected a JSON list of ownerReferences")
     for what, owners in (("ownerReferences", live), (where, set_aside)):
         if len(owners) > MAX_OWNERS:
