@@ -218,6 +218,7 @@ def test_restore_context_and_system_requests():
     assert rules.is_system_request("system:serviceaccount:openshift-cnv:cdi-sa", system)
     assert not rules.is_system_request("system:serviceaccount:velero:velero", system)
     assert not rules.is_system_request("kubevirt-controller", system)
+    assert not rules.is_system_request("system:serviceaccounX:kubevirt:kubevirt-controller", system)
     # the same account name in a tenant's namespace is anyone's
     assert not rules.is_system_request("system:serviceaccount:tenant:kubevirt-controller", system)
     assert rules.is_system_request("system:serviceaccount:virt:cdi-sa", ("virt",))
