@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tarfile
+import tempfile
 
 import pytest
 
@@ -51,3 +53,14 @@ def test_encrypting_without_a_key_is_refused_and_writes_nothing(tmp_path) -> Non
             writer.write("resources/Secret/s.yaml", b"kind: Secret\n", encrypt=True)
         assert writer.files == {}
         assert not os.path.exists(os.path.join(writer.work, "resources", "Secret", "s.yaml"))
+
+
+def test_a_bundle_streamed_to_stdout_is_staged_in_the_temporary_directory_and_holds_every_file(tmp_path) -> None:
+    out = io.BytesIO()
+    with BundleWriter("-") as writer:
+        assert os.path.dirname(writer.work) == tempfile.gettempdir()  # not beside whatever the current directory is
+        writer.write("resources/VirtualMachine/vm.yaml", b"kind: VirtualMachine\n")
+        writer.commit({"format": FORMAT, "formatVersion": FORMAT_VERSION}, stdout=out)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue()), mode="r:gz") as tar:
+        names = set(tar.getnames())
+    assert {INDEX, "resources/VirtualMachine/vm.yaml"} <= names
