@@ -3,7 +3,10 @@
     python benchmarks/bench_webhook.py [--rate 500] [--seconds 10] [--connections 8]
 
 An open-loop run sends at a fixed rate and measures each latency from the moment the request was due (so a stalled
-server is not hidden by a client that waits for it); then a closed-loop run finds the most the server answers.
+server is not hidden by a client that waits for it); then a closed-loop run finds the most the server answers; then
+the open loop again while 12 clients stall TLS handshakes (each renewed as soon as the server cuts it off). Last, the
+peak resident memory of each worker (VmHWM) after the largest bodies the API server can send (3 MiB): a VM of a
+million empty interfaces (refused), and the largest VM the rules still judge, one at a time and 12 at once.
 The mix: restored DataVolumes (patched), PVCs of DataVolumes (owner lookup, cached), launcher pods (denied),
 VMs with fixed MACs (identity lookup, cached), KubeVirt's own creates and objects outside the restore context.
 """
@@ -14,6 +17,7 @@ import argparse
 import itertools
 import json
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -24,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests.fakeapi import FakeKubeAPI  # noqa: E402
 from tests.test_webhook import load  # noqa: E402
+from tests.test_webhook_serving import client_hello, million_interfaces_review  # noqa: E402
 from tests.webhook_server import WebhookServer, write_tls  # noqa: E402
 
 MIX = ("dv-succeeded-velero", "pvc-of-datavolume-owner-restored", "launcher-pod-denied", "vm-mac-collision",
@@ -88,6 +93,90 @@ def run(server: WebhookServer, payloads: list[bytes], rate: float | None, second
     return latencies, time.perf_counter() - start, errors[0]
 
 
+def largest_judged_review() -> bytes:
+    """3 MiB of VM that the rules still judge: as many interfaces as the node limit allows, with long names."""
+    from kvbackup_webhook.admission import MAX_NODES
+
+    review = load("vm-mac-collision")["review"]
+    devices = review["request"]["object"]["spec"]["template"]["spec"]["domain"]["devices"]
+    count = MAX_NODES - 100
+    devices["interfaces"] = []
+    room = 3 * 1024 * 1024 - len(json.dumps(review, separators=(",", ":"))) - 16
+    width = room // count - len('{"name":""},')
+    devices["interfaces"] = [{"name": f"{i:0{width}d}"} for i in range(count)]
+    return json.dumps(review, separators=(",", ":")).encode()
+
+
+class StalledHandshakes:
+    """``count`` connections that send a ClientHello and nothing more, each replaced when the server cuts it."""
+
+    def __init__(self, port: int, count: int):
+        self._port, self._count, self._stop = port, count, threading.Event()
+        self._threads = [threading.Thread(target=self._hold, daemon=True) for _ in range(count)]
+
+    def _hold(self) -> None:
+        hello = client_hello()
+        while not self._stop.is_set():
+            with socket.create_connection(("127.0.0.1", self._port)) as sock:
+                sock.sendall(hello)
+                sock.settimeout(0.5)
+                while not self._stop.is_set():
+                    try:
+                        if not sock.recv(65536):
+                            break
+                    except socket.timeout:
+                        continue
+                    except OSError:
+                        break
+
+    def __enter__(self) -> "StalledHandshakes":
+        for thread in self._threads:
+            thread.start()
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+
+def peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+
+
+def send_large(server: WebhookServer, body: bytes, concurrent: int) -> list[int]:
+    statuses: list[int] = []
+
+    def one() -> None:
+        connection = server.connection(timeout=60)
+        connection.request("POST", "/mutate", body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        statuses.append(response.status)
+        connection.close()
+
+    threads = [threading.Thread(target=one) for _ in range(concurrent)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
+def report_memory(server: WebhookServer) -> None:
+    pids = server.worker_pids()
+    print("peak RSS per worker (MiB), idle: " + ", ".join(f"{peak_rss_mib(pid):.0f}" for pid in pids) +
+          f"; master {peak_rss_mib(server.process.pid):.0f}")
+    for title, body in (("a million empty interfaces", million_interfaces_review()),
+                        ("the largest VM judged", largest_judged_review())):
+        for concurrent in (1, 12):
+            statuses = send_large(server, body, concurrent)
+            print(f"peak RSS per worker (MiB) after {title} ({len(body) / 2 ** 20:.1f} MiB) x {concurrent} at once: "
+                  + ", ".join(f"{peak_rss_mib(pid):.0f}" for pid in pids) + f"; HTTP {sorted(set(statuses))}")
+
+
 def report(title: str, latencies: list[float], wall: float, errors: int) -> None:
     ordered = sorted(latencies)
     p50 = statistics.median(ordered)
@@ -120,9 +209,13 @@ def main() -> None:
                                                             args.connections))
             report("closed loop (most the server answers)", *run(server, payloads, None, args.seconds,
                                                                  args.connections))
-            failures = [line for line in server.get("/metrics")[1].splitlines()
+            with StalledHandshakes(server.port, 12):
+                report(f"open loop at {args.rate:.0f}/s with 12 clients stalling handshakes",
+                       *run(server, payloads, args.rate, args.seconds, args.connections))
+            failures = [line for line in server.get("/metrics", server.metrics_port)[1].splitlines()
                         if line.startswith("kvbackup_webhook_lookup_failures_total") and not line.endswith(" 0")]
             print("lookup failures:", ", ".join(failures) or "none")
+            report_memory(server)
 
 
 if __name__ == "__main__":

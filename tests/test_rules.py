@@ -220,10 +220,15 @@ def test_restore_context_and_system_requests():
                                     None)
     assert rules.in_restore_context(obj("v1", "Pod", "p"), {rules.RESTORE_MODE_NAMESPACE_LABEL: "enabled"})
     assert not rules.in_restore_context(obj("v1", "Pod", "p"), {"other": "x"})
-    assert rules.is_system_request("system:serviceaccount:kubevirt:kubevirt-controller")
-    assert rules.is_system_request("system:serviceaccount:openshift-cnv:cdi-sa")
-    assert not rules.is_system_request("system:serviceaccount:velero:velero")
-    assert not rules.is_system_request("kubevirt-controller")
+    system = rules.DEFAULT_SYSTEM_NAMESPACES
+    assert rules.is_system_request("system:serviceaccount:kubevirt:kubevirt-controller", system)
+    assert rules.is_system_request("system:serviceaccount:openshift-cnv:cdi-sa", system)
+    assert not rules.is_system_request("system:serviceaccount:velero:velero", system)
+    assert not rules.is_system_request("kubevirt-controller", system)
+    assert not rules.is_system_request("system:serviceaccounX:kubevirt:kubevirt-controller", system)
+    # the same account name in a tenant's namespace is anyone's
+    assert not rules.is_system_request("system:serviceaccount:tenant:kubevirt-controller", system)
+    assert rules.is_system_request("system:serviceaccount:virt:cdi-sa", ("virt",))
 
 
 def test_owner_references_set_aside_for_apply_and_restored_with_new_uids():

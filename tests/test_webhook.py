@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import random
+import time
 from typing import Any
 
 import pytest
@@ -43,15 +44,15 @@ class StaticLookups:
         if lookup in self.fail:
             raise admission.LookupFailed("timed out")
 
-    def namespace_labels(self, namespace: str) -> dict[str, str]:
+    def namespace_labels(self, namespace: str, deadline: float) -> dict[str, str]:
         self._call("namespace")
         return self.namespaces.get(namespace, {})
 
-    def owner_uid(self, owner: Obj, namespace: str) -> str | None:
+    def owner_uid(self, owner: Obj, namespace: str, deadline: float) -> str | None:
         self._call("owner")
         return self.owners.get(f"{owner['kind']}/{namespace}/{owner['name']}")
 
-    def pvc(self, namespace: str, name: str) -> Obj | None:
+    def pvc(self, namespace: str, name: str, deadline: float) -> Obj | None:
         self._call("pvc")
         return self.pvcs.get(f"{namespace}/{name}")
 
@@ -154,7 +155,7 @@ def test_wrong_method_and_path_answer_json_not_html() -> None:
     assert client.post("/validate", data=b"{}").status_code == 404
 
 
-def test_a_rule_failing_unexpectedly_is_a_clear_denial_not_a_500() -> None:
+def test_a_rule_failing_unexpectedly_is_a_clear_denial_not_a_500(caplog) -> None:
     review = load("vm-mac-collision")["review"]
     review["request"]["object"]["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"] = "eth0"
     result = post(app_for().test_client(), review)
@@ -162,6 +163,7 @@ def test_a_rule_failing_unexpectedly_is_a_clear_denial_not_a_500() -> None:
     response = result.get_json()["response"]
     assert response["allowed"] is False and response["status"]["code"] == 400
     assert "could not apply the restore rules" in response["status"]["message"]
+    assert any(r.exc_info and "restore rules failed on request 0d6a1c2e-db" in r.getMessage() for r in caplog.records)
 
 
 def test_system_service_accounts_never_trigger_lookups() -> None:
@@ -276,17 +278,278 @@ def test_rules_module_is_what_the_webhook_calls() -> None:
     assert apply_patch.apply(review["request"]["object"], decoded_patch(response)) == expected
 
 
-def test_lookups_stop_once_the_request_budget_is_spent() -> None:
-    """A slow API server: every lookup takes 0.6 s, so after the budget the rest are skipped, and the answer comes
-    well inside the webhook's 5 s timeout."""
-    case = load("pvc-of-datavolume-owner-restored")
-    review = json.loads(json.dumps(case["review"]))
-    annotations = review["request"]["object"]["metadata"]["annotations"]
-    owners = json.loads(annotations[rules.OWNER_REFERENCES_ANNOTATION])
-    annotations[rules.OWNER_REFERENCES_ANNOTATION] = json.dumps(
-        [{**owners[0], "name": f"dv-{i}", "controller": i == 0} for i in range(6)])
-    lookups = StaticLookups({"delay": 0.6})
-    response = post(create_app({"LOOKUPS": lookups}).test_client(), review).get_json()["response"]
-    assert response["allowed"]
-    assert 2 <= lookups.calls.count("owner") <= 4  # each started within the budget; the rest skipped
-    assert any("lookups stop" in w for w in response.get("warnings", []))
+def test_every_lookup_of_a_request_shares_its_deadline() -> None:
+    """Each lookup is handed the one deadline of the request, so a slow API server cannot stretch the answer."""
+    deadlines: list[float] = []
+
+    class Recording(StaticLookups):
+        def _call(self, lookup: str, deadline: float = 0.0) -> None:
+            super()._call(lookup)
+
+        def namespace_labels(self, namespace: str, deadline: float) -> dict[str, str]:
+            deadlines.append(deadline)
+            return super().namespace_labels(namespace, deadline)
+
+        def owner_uid(self, owner: Obj, namespace: str, deadline: float) -> str | None:
+            deadlines.append(deadline)
+            return super().owner_uid(owner, namespace, deadline)
+
+    review = load("pvc-of-datavolume-owner-restored")["review"]
+    review["request"]["object"]["metadata"]["labels"] = {}  # so the namespace is looked up too
+    meta = review["request"]["object"]["metadata"]
+    owners = json.loads(meta["annotations"][rules.OWNER_REFERENCES_ANNOTATION])
+    meta["annotations"][rules.OWNER_REFERENCES_ANNOTATION] = json.dumps(
+        [{**owners[0], "name": f"dv-{i}", "controller": i == 0} for i in range(3)])
+    lookups = Recording({"namespaces": {"prod": {rules.RESTORE_MODE_NAMESPACE_LABEL: "enabled"}}})
+    before = time.monotonic()
+    admission.review(json.dumps(review).encode(), lookups,
+                     rules.IdentityPolicies(rules.MacPolicy.KEEP, rules.FirmwarePolicy.KEEP))
+    assert len(deadlines) == 4 and len(set(deadlines)) == 1
+    assert deadlines[0] >= before + admission.LOOKUP_DEADLINE
+
+
+@pytest.mark.parametrize("name", ["pvc-of-datavolume-owner-restored", "dv-restore-mode-namespace",
+                                  "dv-status-stripped-pvc-restored"])
+def test_once_the_deadline_has_passed_no_lookup_starts_and_only_their_rules_are_skipped(name: str) -> None:
+    case = load(name)
+    lookups = StaticLookups(case.get("cluster"))
+    outcome = admission.review(json.dumps(case["review"]).encode(), lookups, rules.IdentityPolicies(),
+                               deadline=time.monotonic())
+    assert lookups.calls == []
+    response = outcome.review["response"]
+    assert outcome.http_status == 200 and response["allowed"] is True
+    assert outcome.failed_lookups and all("time for lookups is spent" in w for w in response["warnings"])
+
+
+def test_identities_are_checked_from_memory_even_past_the_deadline() -> None:
+    """The identity index answers without an API call: a slow namespace or owner lookup never costs a collision
+    check."""
+    case = load("vm-mac-collision")
+    lookups = StaticLookups(case.get("cluster"))
+    outcome = admission.review(json.dumps(case["review"]).encode(), lookups, rules.IdentityPolicies(),
+                               deadline=time.monotonic())
+    assert lookups.calls == ["identities", "reserve"]
+    assert decoded_patch(outcome.review["response"]) == case["expect"]["patch"]
+
+
+def test_system_accounts_count_only_in_the_system_namespaces() -> None:
+    """A tenant can create a ServiceAccount named kubevirt-controller in their own namespace: that is no system."""
+    lookups = StaticLookups()
+    client = create_app({"LOOKUPS": lookups}).test_client()
+    review = load("launcher-pod-from-kubevirt-controller")["review"]
+    review["request"]["userInfo"]["username"] = "system:serviceaccount:tenant:kubevirt-controller"
+    review["request"]["object"]["metadata"].setdefault("labels", {})[rules.RESTORE_LABEL] = "r1"
+    response = post(client, review).get_json()["response"]
+    assert response["allowed"] is False and "must not be restored" in response["status"]["message"]
+    elsewhere = create_app({"LOOKUPS": lookups, "SYSTEM_NAMESPACES": "virt, tenant"}).test_client()
+    assert post(elsewhere, review).get_json()["response"]["allowed"] is True
+
+
+@pytest.mark.parametrize("depth", [990, 1000, 5000, 100_000])
+def test_deeply_nested_json_gets_an_admission_review_answer(depth: int) -> None:
+    review = load("vm-mac-collision")["review"]
+    review["request"]["object"]["spec"]["x"] = None
+    body = json.dumps(review).replace('"x": null', '"x": ' + "[" * depth + "]" * depth).encode()
+    result = post(app_for().test_client(), body)
+    assert result.status_code in (200, 400) and result.get_json()["kind"] == "AdmissionReview"
+    response = result.get_json()["response"]
+    if depth > 1000:  # past what Python's parser takes: refused as such, never a 500
+        assert response["allowed"] is False and "nested too deeply" in response["status"]["message"]
+
+
+SET_ASIDE = rules.OWNER_REFERENCES_ANNOTATION
+
+
+def _with_set_aside_owners(owners: Any) -> Obj:
+    review = load("pvc-of-datavolume-owner-restored")["review"]
+    meta = review["request"]["object"]["metadata"]
+    meta.pop("ownerReferences", None)
+    meta.setdefault("annotations", {})[SET_ASIDE] = owners if isinstance(owners, str) else json.dumps(owners)
+    return review
+
+
+GOOD_OWNER = {"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "name": "fedora-root", "uid": "old",
+              "controller": True}
+
+
+@pytest.mark.parametrize("owners, problem", [
+    ([{**GOOD_OWNER, "name": ".."}], "is not a DNS-1123 subdomain"),
+    ([{**GOOD_OWNER, "name": "a/b"}], "is not a DNS-1123 subdomain"),
+    ([{**GOOD_OWNER, "name": 7}], "name is not a string"),
+    ([{**GOOD_OWNER, "kind": "../x"}], "is not a Kind"),
+    ([{**GOOD_OWNER, "apiVersion": "cdi.kubevirt.io/../v1"}], "is not GROUP/VERSION"),
+    ([{**GOOD_OWNER, "apiVersion": "/v1"}], "is not GROUP/VERSION"),
+    ([{**GOOD_OWNER, "uid": ["x"]}], "uid is not a string"),
+    ([{**GOOD_OWNER, "controller": "yes"}], "controller is not true or false"),
+    ([{**GOOD_OWNER, "x": [[[]]]}], "unknown field 'x'"),
+    (["DataVolume/fedora-root"], "expected an object"),
+    ([GOOD_OWNER] * (admission.MAX_OWNERS + 1), f"more than {admission.MAX_OWNERS}"),
+    ({"owners": []}, "expected a JSON list"),
+    ("[{", "expected a JSON list"),
+])
+def test_set_aside_owners_are_checked_before_any_lookup(owners: Any, problem: str) -> None:
+    lookups = StaticLookups()
+    response = post(create_app({"LOOKUPS": lookups}).test_client(), _with_set_aside_owners(owners)).get_json()
+    status = response["response"]["status"]
+    assert status["code"] == 400 and problem in status["message"] and SET_ASIDE in status["message"]
+    assert lookups.calls == []
+
+
+def test_live_owner_references_are_checked_like_set_aside_ones() -> None:
+    review = load("pvc-of-datavolume-owner-restored")["review"]
+    review["request"]["object"]["metadata"]["ownerReferences"] = [{**GOOD_OWNER, "name": "../../namespaces/kube-system"}]
+    lookups = StaticLookups()
+    status = post(create_app({"LOOKUPS": lookups}).test_client(), review).get_json()["response"]["status"]
+    assert status["code"] == 400 and "ownerReferences entry 0" in status["message"] and lookups.calls == []
+
+
+@pytest.mark.parametrize("failure", ["fail", "forbidden"])
+def test_an_owner_that_cannot_be_read_is_never_re_pointed_at_its_old_uid(failure: str) -> None:
+    review = _with_set_aside_owners([GOOD_OWNER])
+    response = post(app_for({failure: ["owner"]}).test_client(), review).get_json()["response"]
+    patched = apply_patch.apply(review["request"]["object"], decoded_patch(response))
+    assert "ownerReferences" not in patched["metadata"]
+    assert any("no ownerReference to it was written" in w for w in response["warnings"])
+
+
+# --- what each check of the admission core holds (each case fails when that check is removed or inverted) -------
+
+def _review_with(name: str, change) -> Obj:
+    review = json.loads(json.dumps(load(name)["review"]))
+    change(review["request"])
+    return review
+
+
+def _answer(review: Obj, cluster: Obj | None = None, **config: Any) -> Obj:
+    return post(app_for(cluster, **config).test_client(), review).get_json()["response"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r["kind"].update(kind=5), "request.kind is malformed"),
+    (lambda r: r["kind"].update(group=["cdi.kubevirt.io"]), "request.kind is malformed"),
+    (lambda r: r.update(kind="DataVolume"), "request.kind is malformed"),
+    (lambda r: r.update(operation=1), "request.operation is malformed"),
+    (lambda r: r["userInfo"].update(username=["system:admin"]), "request.userInfo.username is malformed"),
+    (lambda r: r.update(namespace={"name": "prod"}), "request.namespace is malformed"),
+    (lambda r: r["object"]["metadata"].update(ownerReferences=[["DataVolume"]]), "ownerReferences entry 0"),
+    (lambda r: r["object"]["metadata"].update(ownerReferences={"kind": "DataVolume"}), "expected a list"),
+])
+def test_malformed_fields_are_named_not_reported_as_a_rule_failure(change, message: str) -> None:
+    response = _answer(_review_with("dv-succeeded-velero", change))
+    assert response["allowed"] is False and response["status"]["code"] == 400
+    assert message in response["status"]["message"] and "please report it" not in response["status"]["message"]
+
+
+def test_an_object_without_metadata_namespace_is_in_the_namespace_of_the_request() -> None:
+    review = _review_with("dv-restore-mode-namespace", lambda r: r["object"]["metadata"].pop("namespace"))
+    case = load("dv-restore-mode-namespace")
+    response = _answer(review, case["cluster"])
+    assert decoded_patch(response) == case["expect"]["patch"]
+
+
+def test_an_object_without_apiversion_and_kind_takes_them_from_the_request() -> None:
+    def strip(request: Obj) -> None:
+        del request["object"]["apiVersion"], request["object"]["kind"]
+    response = _answer(_review_with("dv-succeeded-velero", strip))
+    assert decoded_patch(response) == load("dv-succeeded-velero")["expect"]["patch"]
+
+
+def test_a_pvc_on_its_way_out_does_not_count_as_restored() -> None:
+    case = load("dv-status-stripped-pvc-restored")
+    cluster = json.loads(json.dumps(case["cluster"]))
+    cluster["pvcs"]["prod/disk-a"]["metadata"]["deletionTimestamp"] = "2024-11-24T10:00:00Z"
+    assert decoded_patch(_answer(case["review"], cluster)) == []
+    assert decoded_patch(_answer(case["review"], case["cluster"])) == case["expect"]["patch"]
+
+
+def test_identities_in_use_are_listed_only_when_a_collision_decides() -> None:
+    review = load("vm-mac-collision")["review"]
+    for mac, firmware, listed in (("keep", "keep", False), ("clear", "regenerate", False),
+                                  ("regenerate-on-collision", "keep", True)):
+        lookups = StaticLookups()
+        post(create_app({"LOOKUPS": lookups, "MAC_POLICY": mac, "FIRMWARE_POLICY": firmware}).test_client(), review)
+        assert ("identities" in lookups.calls) is listed, (mac, firmware)
+    no_identity = _review_with("vm-mac-collision", lambda r: r["object"]["spec"]["template"]["spec"].update(
+        domain={"devices": {}}))
+    lookups = StaticLookups()
+    post(create_app({"LOOKUPS": lookups}).test_client(), no_identity)
+    assert "identities" not in lookups.calls  # nothing to collide
+
+
+def test_refusals_say_which_kind_of_refusal_they_are() -> None:
+    too_large = post(app_for(MAX_CONTENT_LENGTH=1000).test_client(), load("vm-mac-collision")["review"]).get_json()
+    assert too_large["response"]["status"]["reason"] == "RequestEntityTooLarge"
+    assert too_large["response"]["status"]["code"] == 413
+    bad = post(app_for().test_client(), b"{not json").get_json()
+    assert bad["response"]["status"]["reason"] == "BadRequest" and bad["response"]["status"]["code"] == 400
+
+
+def test_metrics_count_invalid_requests_under_their_kind() -> None:
+    client = app_for().test_client()
+    post(client, _review_with("vm-mac-collision", lambda r: r.update(namespace=7)))
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'kvbackup_webhook_requests_total{kind="VirtualMachine",decision="invalid"} 1' in text
+
+
+def test_a_lookup_failure_is_told_with_its_cause() -> None:
+    response = _answer(load("pvc-owner-lookup-fails")["review"], {"fail": ["owner"]})
+    assert any("(timed out)" in warning for warning in response["warnings"])
+
+
+@pytest.mark.parametrize("stashed, problem", [("", None), (5, "expected a JSON list"), ("null", "expected a JSON list")])
+def test_the_set_aside_annotation_must_be_a_json_list(stashed: Any, problem: str | None) -> None:
+    review = _with_set_aside_owners([])
+    review["request"]["object"]["metadata"]["annotations"][SET_ASIDE] = stashed
+    response = _answer(review)
+    if problem:
+        assert response["allowed"] is False and problem in response["status"]["message"]
+    else:
+        assert response["allowed"] is True
+
+
+def _vm_with(value: Any) -> Obj:
+    return _review_with("vm-mac-collision", lambda r: r["object"]["spec"].update(extra=value))
+
+
+@pytest.mark.parametrize("value, refused", [
+    ([{}] * admission.MAX_NODES, True),  # with the VM's own objects, over the limit
+    ({f"k{i}": [] for i in range(admission.MAX_NODES)}, True),
+    ([[{"a": {}}]] * (admission.MAX_NODES // 3), True),  # counted however deep
+    ([{}] * (admission.MAX_NODES - 100), False),
+])
+def test_objects_of_more_json_nodes_than_any_restorable_object_are_refused(value: Any, refused: bool) -> None:
+    response = _answer(_vm_with(value))
+    if refused:
+        assert response["allowed"] is False and "more than 50000 JSON objects" in response["status"]["message"]
+    else:
+        assert response["allowed"] is True
+
+
+def test_the_node_limit_applies_only_to_objects_being_restored() -> None:
+    review = _vm_with([{}] * admission.MAX_NODES)
+    review["request"]["object"]["metadata"]["labels"] = {}
+    assert _answer(review)["allowed"] is True
+
+
+def test_an_object_of_a_request_without_namespace_keeps_its_own() -> None:
+    case = load("dv-restore-mode-namespace")
+    review = _review_with("dv-restore-mode-namespace", lambda r: r.pop("namespace"))
+    assert decoded_patch(_answer(review, case["cluster"])) == case["expect"]["patch"]
+
+
+def test_the_namespace_is_looked_up_only_for_unlabelled_objects_that_have_one() -> None:
+    for review in (load("dv-succeeded-velero")["review"],
+                   _review_with("dv-restore-mode-namespace",
+                                lambda r: (r.pop("namespace"), r["object"]["metadata"].pop("namespace")))):
+        lookups = StaticLookups()
+        post(create_app({"LOOKUPS": lookups}).test_client(), review)
+        assert "namespace" not in lookups.calls
+
+
+def test_metrics_tell_patched_from_allowed() -> None:
+    client = app_for().test_client()
+    for name in ("dv-succeeded-velero", "dv-succeeded-velero", "dv-not-restore-context"):
+        post(client, load(name)["review"])
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'kvbackup_webhook_requests_total{kind="DataVolume",decision="patched"} 2' in text
+    assert 'kvbackup_webhook_requests_total{kind="DataVolume",decision="allowed"} 1' in text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from typing import Any, Iterator
 
 import pytest
@@ -264,20 +265,89 @@ def test_an_exported_bundle_applied_as_is_is_restored_by_the_rules(cluster, tmp_
     assert cluster.get_object("kubevirt.io", "VirtualMachineInstance", "demo", "fedora") is None  # never in resources/
 
 
-def test_owner_lookups_recheck_a_cached_uid_that_disagrees_and_keep_owners_they_may_not_read(fake_api, tmp_path
-                                                                                             ) -> None:
-    path = fake_api.write_kubeconfig(str(tmp_path / "webhook"), user=WEBHOOK_USER)
-    lookups = ClusterLookups(lambda: connect(ConnectionOptions(kubeconfig=path)))
+def webhook_lookups(api: Any, tmp_path: Any, **settings: float) -> ClusterLookups:
+    path = api.write_kubeconfig(str(tmp_path / "webhook"), user=WEBHOOK_USER)
+    return ClusterLookups(lambda: connect(ConnectionOptions(kubeconfig=path)), **settings)
+
+
+def later(seconds: float = 30.0) -> float:
+    return time.monotonic() + seconds
+
+
+def gets(api: Any, fragment: str) -> int:
+    return sum(1 for r in api.requests if r.method == "GET" and fragment in r.path)
+
+
+def test_owner_lookups_recheck_a_cached_uid_that_disagrees_and_never_answer_for_owners_they_may_not_read(
+        fake_api, tmp_path) -> None:
+    lookups = webhook_lookups(fake_api, tmp_path)
     vm = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "web", "namespace": "prod"}}
     first = fake_api.add(vm)["metadata"]["uid"]
     owner = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": "web"}
-    assert lookups.owner_uid({**owner, "uid": first}, "prod") == first
+    fake_api.reset_requests()
+    assert lookups.owner_uid({**owner, "uid": "old-uid"}, "prod", later()) == first
+    assert gets(fake_api, "/virtualmachines/web") == 1  # a cold owner costs one GET
     second = fake_api.add({**vm, "metadata": {**vm["metadata"], "uid": "recreated-uid"}})["metadata"]["uid"]
     assert second == "recreated-uid"
     # within the cache's lifetime, an object naming the recreated owner keeps its (correct) UID
-    assert lookups.owner_uid({**owner, "uid": second}, "prod") == second
+    assert lookups.owner_uid({**owner, "uid": second}, "prod", later()) == second
     fake_api.deny(WEBHOOK_USER, "get", "tekton.dev", "taskruns")
     fake_api.register(ResourceType("tekton.dev", "v1", "TaskRun", "taskruns"))
     with pytest.raises(LookupFailed) as error:
-        lookups.owner_uid({"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "name": "t", "uid": "u"}, "prod")
+        lookups.owner_uid({"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "name": "t", "uid": "u"}, "prod", later())
     assert error.value.forbidden
+
+
+def test_a_missing_owner_is_remembered_briefly_and_a_crd_installed_later_is_found(fake_api, tmp_path) -> None:
+    lookups = webhook_lookups(fake_api, tmp_path, missing_ttl=0.0, discovery_ttl=0.0)
+    cached = webhook_lookups(fake_api, tmp_path)
+    owner = {"apiVersion": "example.com/v1", "kind": "Widget", "name": "w1", "uid": "old"}
+    assert lookups.owner_uid(owner, "prod", later()) is None  # no such kind yet
+    fake_api.register(ResourceType("example.com", "v1", "Widget", "widgets"))
+    assert lookups.owner_uid(owner, "prod", later()) is None  # the kind now, but no such object
+    widget = fake_api.add({"apiVersion": "example.com/v1", "kind": "Widget",
+                           "metadata": {"name": "w1", "namespace": "prod"}})
+    assert lookups.owner_uid(owner, "prod", later()) == widget["metadata"]["uid"]
+    gone = {**owner, "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": "gone"}
+    fake_api.reset_requests()
+    assert cached.owner_uid(gone, "prod", later()) is None
+    assert cached.owner_uid(gone, "prod", later()) is None
+    assert gets(fake_api, "/virtualmachines/gone") == 1  # "not found" is cached too
+
+
+def test_owner_names_that_are_no_names_never_reach_the_api_server(fake_api, tmp_path) -> None:
+    lookups = webhook_lookups(fake_api, tmp_path)
+    fake_api.reset_requests()
+    for name in ("..", "../../../api/v1/namespaces/kube-system/secrets/x", "a?b", ""):
+        assert lookups.owner_uid({"apiVersion": "v1", "kind": "ConfigMap", "name": name}, "prod", later()) is None
+    assert fake_api.requests == []
+
+
+def test_owner_cache_is_bounded() -> None:
+    from kvbackup_webhook.lookups import _TTLCache
+
+    cache: _TTLCache[str] = _TTLCache(ttl=60.0, size=3)
+    for i in range(10):
+        cache.get(i, lambda: "uid")
+    assert len(cache) == 3
+
+
+@pytest.mark.parametrize("lookup", ["namespace", "owner", "discovery", "pvc"])
+def test_each_api_call_times_out_with_the_time_left_before_the_deadline(fake_api, tmp_path, lookup: str) -> None:
+    """The API server answers each of these after 5 s; with half a second left the call gives up in time."""
+    lookups = webhook_lookups(fake_api, tmp_path)
+    fake_api.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod"}})
+    fake_api.register(ResourceType("example.com", "v1", "Widget", "widgets"))
+    paths = {"namespace": "/api/v1/namespaces/prod$", "owner": "/datavolumes/", "discovery": "^/apis/example.com/v1$",
+             "pvc": "/persistentvolumeclaims/"}
+    fake_api.inject("GET", paths[lookup], delay=5.0, times=1)
+    calls = {"namespace": lambda d: lookups.namespace_labels("prod", d),
+             "owner": lambda d: lookups.owner_uid({"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+                                                   "name": "dv"}, "prod", d),
+             "discovery": lambda d: lookups.owner_uid({"apiVersion": "example.com/v1", "kind": "Widget",
+                                                       "name": "w"}, "prod", d),
+             "pvc": lambda d: lookups.pvc("prod", "p", d)}
+    with pytest.raises(LookupFailed):
+        calls[lookup](later(0.5))
+    with pytest.raises(LookupFailed, match="time for lookups is spent"):  # none starts after the deadline
+        calls[lookup](time.monotonic())

@@ -49,35 +49,39 @@ def client_context(ca_pem: bytes) -> ssl.SSLContext:
 
 
 class WebhookServer:
-    """``with WebhookServer(tls_dir, ca_pem, env={...}) as server:``; ``server.port``; stopped (SIGTERM) on exit."""
+    """``with WebhookServer(tls_dir, ca_pem, env={...}) as server:``; ``server.port`` (admission, probes),
+    ``server.metrics_port``; stopped (SIGTERM) on exit."""
 
     def __init__(self, tls_dir: str, ca_pem: bytes, env: dict[str, str] | None = None, workers: int = 2):
         self.tls_dir, self.ca_pem = tls_dir, ca_pem
         self.workers = workers
         self._extra_env = {"KVBACKUP_WEBHOOK_WORKERS": str(workers), **(env or {})}
-        self._listener: socket.socket | None = None
+        self._listeners: list[socket.socket] = []
         self.process: subprocess.Popen | None = None
-        self.port = 0
+        self.port = self.metrics_port = 0
 
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
     def start(self) -> "WebhookServer":
-        # A socket bound here and inherited by gunicorn (fd://): a free port with no race, as systemd does it.
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(128)
-        self._listener.set_inheritable(True)
-        self.port = self._listener.getsockname()[1]
+        # Sockets bound here and inherited by gunicorn (fd://): free ports with no race, as systemd does it.
+        for _ in range(2):
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(128)
+            listener.set_inheritable(True)
+            self._listeners.append(listener)
+        self.port, self.metrics_port = (listener.getsockname()[1] for listener in self._listeners)
         env = {**os.environ, "KVBACKUP_WEBHOOK_CERT_DIR": self.tls_dir,
-               "KVBACKUP_WEBHOOK_BIND": f"fd://{self._listener.fileno()}", "KVBACKUP_WEBHOOK_LOG_LEVEL": "warning",
-               **self._extra_env}
+               "KVBACKUP_WEBHOOK_BIND": f"fd://{self._listeners[0].fileno()}",
+               "KVBACKUP_WEBHOOK_METRICS_BIND": f"fd://{self._listeners[1].fileno()}",
+               "KVBACKUP_WEBHOOK_LOG_LEVEL": "warning", **self._extra_env}
         self._stderr = tempfile.TemporaryFile()
         self.process = subprocess.Popen([sys.executable, "-m", "kvbackup_webhook"], env=env,
-                                        pass_fds=(self._listener.fileno(),), stdout=subprocess.DEVNULL,
-                                        stderr=self._stderr)
+                                        pass_fds=tuple(listener.fileno() for listener in self._listeners),
+                                        stdout=subprocess.DEVNULL, stderr=self._stderr)
         self._wait_ready()
         return self
 
@@ -98,12 +102,13 @@ class WebhookServer:
         self._stderr.seek(0)
         return self._stderr.read().decode(errors="replace")
 
-    def connection(self, ca_pem: bytes | None = None) -> http.client.HTTPSConnection:
-        return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10,
+    def connection(self, ca_pem: bytes | None = None, port: int | None = None,
+                   timeout: float = 10) -> http.client.HTTPSConnection:
+        return http.client.HTTPSConnection("127.0.0.1", port or self.port, timeout=timeout,
                                            context=client_context(ca_pem or self.ca_pem))
 
-    def get(self, path: str) -> tuple[int, str]:
-        connection = self.connection()
+    def get(self, path: str, port: int | None = None, timeout: float = 10) -> tuple[int, str]:
+        connection = self.connection(port=port, timeout=timeout)
         try:
             connection.request("GET", path)
             response = connection.getresponse()
@@ -123,9 +128,9 @@ class WebhookServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        for listener in self._listeners:
+            listener.close()
+        self._listeners = []
 
     def __enter__(self) -> "WebhookServer":
         return self.start()

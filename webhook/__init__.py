@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from typing import Any
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
-from kubectl_kvbackup.rules import FirmwarePolicy, IdentityPolicies, MacPolicy
+from kubectl_kvbackup.rules import DEFAULT_SYSTEM_NAMESPACES, FirmwarePolicy, IdentityPolicies, MacPolicy
 
 from . import admission
 from .lookups import ClusterLookups
@@ -21,6 +22,11 @@ from .metrics import Metrics
 DEFAULT_INDEX_SYNC_TIMEOUT = 120.0
 #: kube-apiserver refuses request bodies over 3 MiB, so no genuine AdmissionReview is larger
 DEFAULT_MAX_BYTES = 3 * 1024 * 1024
+
+
+#: bodies larger than this (or of unknown size) are read and judged one at a time per worker: parsing a 3 MiB body
+#: can take 80 MiB (see benchmarks/bench_webhook.py)
+LARGE_BODY = 256 * 1024
 
 
 #: an oversized body is still read (up to this many times the limit) so the client gets the 413 instead of a reset
@@ -37,20 +43,25 @@ def _drain(stream: Any, length: int) -> None:
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """The Flask application. ``config`` overrides: MAC_POLICY (keep | regenerate-on-collision | regenerate |
-    clear), FIRMWARE_POLICY (keep | regenerate-on-collision | regenerate),
-    MAX_CONTENT_LENGTH (bytes), LOOKUPS (an ``admission.Lookups``; default: the cluster, see ``lookups``),
-    INDEX_SYNC_TIMEOUT (seconds /readyz waits for the identity index, see ``identity_index``)."""
+    clear), FIRMWARE_POLICY (keep | regenerate-on-collision | regenerate), MAX_CONTENT_LENGTH (bytes),
+    SYSTEM_NAMESPACES (where KubeVirt and CDI run: comma-separated), METRICS_PORT (the local port that serves
+    /metrics and nothing else; unset: every path on any port), LOOKUPS (an ``admission.Lookups``; default: the
+    cluster, see ``lookups``), INDEX_SYNC_TIMEOUT (seconds /readyz waits for the identity index, see
+    ``identity_index``)."""
     app = Flask("kvbackup_webhook")
     app.config.update(
         MAC_POLICY=os.environ.get("KVBACKUP_WEBHOOK_MAC_POLICY", MacPolicy.REGENERATE_ON_COLLISION.value),
         FIRMWARE_POLICY=os.environ.get("KVBACKUP_WEBHOOK_FIRMWARE_POLICY",
                                        FirmwarePolicy.REGENERATE_ON_COLLISION.value),
         MAX_CONTENT_LENGTH=int(os.environ.get("KVBACKUP_WEBHOOK_MAX_BYTES", DEFAULT_MAX_BYTES)),
+        SYSTEM_NAMESPACES=os.environ.get("KVBACKUP_WEBHOOK_SYSTEM_NAMESPACES", ",".join(DEFAULT_SYSTEM_NAMESPACES)),
+        METRICS_PORT=os.environ.get("KVBACKUP_WEBHOOK_METRICS_PORT"),
         LOOKUPS=None,
         INDEX_SYNC_TIMEOUT=float(os.environ.get("KVBACKUP_WEBHOOK_INDEX_SYNC_TIMEOUT", DEFAULT_INDEX_SYNC_TIMEOUT)),
     )
     app.config.update(config or {})
     policies = IdentityPolicies.parse(app.config["MAC_POLICY"], app.config["FIRMWARE_POLICY"])
+    system_namespaces = frozenset(n.strip() for n in app.config["SYSTEM_NAMESPACES"].split(",") if n.strip())
     lookups = app.config["LOOKUPS"] or ClusterLookups.from_environment()
     # the identity index starts with the app, so the worker is ready once it has synced (only collision policies
     # read the identities in use)
@@ -58,6 +69,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         else None
     ready_by = time.monotonic() + app.config["INDEX_SYNC_TIMEOUT"]
     metrics = Metrics()
+
+    metrics_port = str(app.config["METRICS_PORT"] or "")
+    large_bodies = threading.BoundedSemaphore(1)
+
+    @app.before_request
+    def separate_metrics_port() -> Response | None:
+        # /metrics may be open to a monitoring namespace, the admission port only to the API server
+        if metrics_port and (request.environ.get("SERVER_PORT") == metrics_port) != (request.path == "/metrics"):
+            return http_error(NotFound())
+        return None
 
     def reply(outcome: admission.Outcome, started: float) -> Response:
         for lookup in outcome.failed_lookups:
@@ -68,11 +89,28 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.post("/mutate")
     def mutate() -> Response:
         started = time.perf_counter()
-        body = request.get_data(cache=False)
+        deadline = time.monotonic() + admission.LOOKUP_DEADLINE
+        # a large body is read only when this worker judges no other: parsed, it takes some twenty times its size
+        large = request.content_length is None or request.content_length > LARGE_BODY
+        if large and not large_bodies.acquire(timeout=admission.LOOKUP_DEADLINE):
+            return reply(admission.invalid("the webhook is busy with other very large objects: retry",
+                                           http_status=503), started)
+        try:
+            return judge(started, deadline)
+        finally:
+            if large:
+                large_bodies.release()
+
+    def judge(started: float, deadline: float) -> Response:
+        try:
+            body = request.get_data(cache=False)
+        except OSError as error:  # the client stopped sending (gunicorn's socket timeout): it gets what it can read
+            return reply(admission.invalid(f"the request body did not arrive: {error}"), started)
         if request.content_length is None and len(body) >= app.config["MAX_CONTENT_LENGTH"]:
             # a chunked body is cut at the limit rather than refused: say so, not "malformed JSON"
             return too_large(None)
-        return reply(admission.review(body, lookups, policies), started)
+        return reply(admission.review(body, lookups, policies, system_namespaces=system_namespaces,
+                                      deadline=deadline), started)
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_: RequestEntityTooLarge | None) -> Response:

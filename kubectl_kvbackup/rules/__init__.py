@@ -5,7 +5,7 @@ Split by the integration guide's sections: ``export`` (backup actions), ``restor
 copy (or a ``Decision``); nothing here does I/O. docs/rules.md lists every rule, why, and its upstream source.
 """
 
-from .context import SYSTEM_SERVICE_ACCOUNT_NAMES, in_restore_context, is_system_request
+from .context import DEFAULT_SYSTEM_NAMESPACES, SYSTEM_SERVICE_ACCOUNT_NAMES, in_restore_context, is_system_request
 from .export import (claim_brings_its_data, copy_revision_names, data_volume_from_template, data_volume_owner, data_volume_succeeded,
                      export_object, is_shared, mark_populated_for, mark_prepopulated, populated_with_evidence,
                      restore_decision, synthesized_data_volumes, unmark_populated_for, unmark_prepopulated)
@@ -24,7 +24,7 @@ from .restore import (CDI_POPULATOR_SOURCES, PVC_BINDING_ANNOTATIONS, PVC_PROVIS
                       strip_restricted_vmi_labels)
 
 __all__ = [
-    "SYSTEM_SERVICE_ACCOUNT_NAMES", "in_restore_context", "is_system_request",
+    "DEFAULT_SYSTEM_NAMESPACES", "SYSTEM_SERVICE_ACCOUNT_NAMES", "in_restore_context", "is_system_request",
     "claim_brings_its_data", "copy_revision_names", "data_volume_from_template", "data_volume_owner", "data_volume_succeeded",
     "export_object", "is_shared", "mark_populated_for", "mark_prepopulated", "populated_with_evidence",
     "restore_decision", "synthesized_data_volumes", "unmark_populated_for", "unmark_prepopulated",

@@ -1,0 +1,66 @@
+"""Bundle behaviour that nothing else pins: what the reader refuses, what the archive leaks, what the writer guards."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import tempfile
+
+import pytest
+
+from kubectl_kvbackup.bundle import FORMAT, FORMAT_VERSION, INDEX, BundleError, BundleWriter, read_bundle
+
+
+def write_index(folder: str, index: dict) -> str:
+    os.makedirs(folder)
+    with open(os.path.join(folder, INDEX), "w", encoding="utf-8") as f:
+        json.dump(index, f)
+    return folder
+
+
+@pytest.mark.parametrize("fmt", ["kvbackup.kubevirt.io/other", "", None, 1])
+def test_an_index_of_another_format_is_refused(tmp_path, fmt) -> None:
+    folder = write_index(str(tmp_path / "b"), {"format": fmt, "formatVersion": FORMAT_VERSION, "files": {}})
+    with pytest.raises(BundleError, match="is not a kvbackup index"):
+        read_bundle(folder)
+
+
+def test_an_index_of_the_right_format_is_read(tmp_path) -> None:
+    folder = write_index(str(tmp_path / "b"), {"format": FORMAT, "formatVersion": FORMAT_VERSION, "files": {}})
+    assert read_bundle(folder).index["format"] == FORMAT
+
+
+def test_archived_entries_carry_no_owner_of_the_writer(tmp_path) -> None:
+    """Extracted as root, an entry keeping the writer's uid/gid would belong to whoever has that number there."""
+    target = str(tmp_path / "b.tar.gz")
+    with BundleWriter(target) as writer:
+        writer.write("resources/VirtualMachine/vm.yaml", b"kind: VirtualMachine\n")
+        if os.getuid() == 0:  # as root, the writer's own ids are 0 already: files of another user are archived
+            for folder, dirs, files in os.walk(writer.work):
+                for name in dirs + files:
+                    os.chown(os.path.join(folder, name), 4321, 4321)
+        writer.commit({"format": FORMAT, "formatVersion": FORMAT_VERSION})
+    with tarfile.open(target) as tar:
+        members = tar.getmembers()
+    assert members and all((m.uid, m.gid, m.uname, m.gname) == (0, 0, "", "") for m in members)
+
+
+def test_encrypting_without_a_key_is_refused_and_writes_nothing(tmp_path) -> None:
+    with BundleWriter(str(tmp_path / "b")) as writer:
+        with pytest.raises(BundleError, match="encryption requested without a key"):
+            writer.write("resources/Secret/s.yaml", b"kind: Secret\n", encrypt=True)
+        assert writer.files == {}
+        assert not os.path.exists(os.path.join(writer.work, "resources", "Secret", "s.yaml"))
+
+
+def test_a_bundle_streamed_to_stdout_is_staged_in_the_temporary_directory_and_holds_every_file(tmp_path) -> None:
+    out = io.BytesIO()
+    with BundleWriter("-") as writer:
+        assert os.path.dirname(writer.work) == tempfile.gettempdir()  # not beside whatever the current directory is
+        writer.write("resources/VirtualMachine/vm.yaml", b"kind: VirtualMachine\n")
+        writer.commit({"format": FORMAT, "formatVersion": FORMAT_VERSION}, stdout=out)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue()), mode="r:gz") as tar:
+        names = set(tar.getnames())
+    assert {INDEX, "resources/VirtualMachine/vm.yaml"} <= names
