@@ -126,6 +126,9 @@ for item in config.get("Env") or []:
     print(item)
 print(f"KVBACKUP_WEBHOOK_BIND=127.0.0.1:{sys.argv[2]}")
 print(f"KVBACKUP_WEBHOOK_METRICS_BIND=127.0.0.1:{sys.argv[3]}")
+# no cluster here: the identity index cannot sync, so the webhook serves at once and says so (in a pod, /readyz
+# waits for the sync up to this timeout)
+print("KVBACKUP_WEBHOOK_INDEX_SYNC_TIMEOUT=0")
 EOF
 )
 user="${launch[0]}"
@@ -190,7 +193,7 @@ while True:
 assert (status, body) == (200, b"ok\n"), ("/healthz", status, body)
 passed("/healthz")
 status, body = call("GET", "/readyz")
-assert (status, body) == (200, b"ok\n"), ("/readyz", status, body)
+assert status == 200 and body.startswith(b"ok, but the identity index"), ("/readyz", status, body)
 passed("/readyz")
 review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
     "uid": "0f3c2b8e-smoke", "operation": "CREATE", "namespace": "demo", "name": "disk",
