@@ -61,13 +61,15 @@ NETWORK_ATTACHMENT_DEFINITION = Kind("k8s.cni.cncf.io", "v1", "NetworkAttachment
                                      "network-attachment-definitions", short_names=("net-attach-def",))
 VOLUME_SNAPSHOT = Kind("snapshot.storage.k8s.io", "v1", "VolumeSnapshot", "volumesnapshots",
                        short_names=("vs",))
+PRIORITY_CLASS = Kind("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", namespaced=False,
+                      short_names=("pc",))
 VOLUME_SNAPSHOT_CONTENT = Kind("snapshot.storage.k8s.io", "v1", "VolumeSnapshotContent", "volumesnapshotcontents",
                                namespaced=False, short_names=("vsc", "vscs"))
 
 ALL_KINDS: tuple[Kind, ...] = (
     VM, VMI, VMIRS, VMPOOL, INSTANCETYPE, CLUSTER_INSTANCETYPE, PREFERENCE, CLUSTER_PREFERENCE,
     CONTROLLER_REVISION, POD, PVC, CONFIG_MAP, SECRET, SERVICE_ACCOUNT, NAMESPACE, DATA_VOLUME, DATA_SOURCE,
-    NETWORK_ATTACHMENT_DEFINITION, VOLUME_SNAPSHOT, VOLUME_SNAPSHOT_CONTENT,
+    NETWORK_ATTACHMENT_DEFINITION, VOLUME_SNAPSHOT, VOLUME_SNAPSHOT_CONTENT, PRIORITY_CLASS,
 )
 
 #: Kinds a graph may start from: the things KubeVirt runs.

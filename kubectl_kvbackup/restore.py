@@ -38,6 +38,7 @@ STEPS: tuple[tuple[str, tuple[Kind, ...]], ...] = (
     ("network attachment definitions", (kinds.NETWORK_ATTACHMENT_DEFINITION,)),
     ("instancetypes and preferences", (kinds.INSTANCETYPE, kinds.CLUSTER_INSTANCETYPE, kinds.PREFERENCE,
                                        kinds.CLUSTER_PREFERENCE)),
+    ("priority classes", (kinds.PRIORITY_CLASS,)),
     ("controller revisions", (kinds.CONTROLLER_REVISION,)),
     ("data sources", (kinds.DATA_SOURCE,)),
     ("volume snapshot contents", (kinds.VOLUME_SNAPSHOT_CONTENT,)),

@@ -215,6 +215,18 @@ def test_kernel_boot_container_pull_secret():
             f"{T}.domain.firmware.kernelBoot.container.imagePullSecret", False) in edge_set(graph)
 
 
+def test_priority_class_is_a_required_cluster_scoped_edge():
+    """virt-controller copies priorityClassName onto the launcher pod (kubevirt pkg/virt-controller/services/
+    template.go): without the class the VM never starts, so it is required, and cluster-scoped."""
+    vm = obj("kubevirt.io/v1", "VirtualMachine", "urgent", spec={"template": {"spec": {
+        "priorityClassName": "vm-critical"}}})
+    graph = graph_of(kinds.VM, "urgent", [vm, obj("scheduling.k8s.io/v1", "PriorityClass", "vm-critical",
+                                                  namespace="")])
+    assert (Ref.of(kinds.VM, "demo", "urgent"), Ref("scheduling.k8s.io", "PriorityClass", "", "vm-critical"),
+            f"{T}.priorityClassName", False) in edge_set(graph)
+    assert graph.objects[Ref("scheduling.k8s.io", "PriorityClass", "", "vm-critical")] is not None
+
+
 # every Secret and ConfigMap a CDI DataVolume source names (CDI core/v1beta1 types.go, DataVolumeSource*)
 SOURCE_FIELDS = {"http": ("secretRef", "certConfigMap"), "s3": ("secretRef", "certConfigMap"), "gcs": ("secretRef",),
                  "registry": ("secretRef", "certConfigMap"), "imageio": ("secretRef", "certConfigMap"),

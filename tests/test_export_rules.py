@@ -144,6 +144,7 @@ def test_shared_objects():
     assert not rules.is_shared(Ref.of(kinds.NETWORK_ATTACHMENT_DEFINITION, "demo", "lan"), workloads)
     assert rules.is_shared(Ref.of(kinds.CLUSTER_INSTANCETYPE, "", "u1.medium"), workloads)
     assert rules.is_shared(Ref.of(kinds.CLUSTER_PREFERENCE, "", "fedora"), workloads)
+    assert rules.is_shared(Ref.of(kinds.PRIORITY_CLASS, "", "vm-critical"), workloads)
     assert not rules.is_shared(Ref.of(kinds.INSTANCETYPE, "demo", "win-large"), workloads)
     assert not rules.is_shared(Ref.of(kinds.CONFIG_MAP, "other", "c"), workloads)
 

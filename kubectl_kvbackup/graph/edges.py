@@ -227,6 +227,10 @@ def vmi_spec_edges(spec: Obj, namespace: str, prefix: str, per_vm: PerVMNames = 
             if name:
                 yield Edge(Ref.of(kinds.SECRET, namespace, name),
                            f"{prefix}.accessCredentials[{i}].{'.'.join(fields)}")
+    if spec.get("priorityClassName"):
+        # virt-controller copies it onto the virt-launcher pod, which the API server refuses while the class is
+        # missing: the VM never starts (kubevirt pkg/virt-controller/services/template.go)
+        yield Edge(Ref.of(kinds.PRIORITY_CLASS, "", spec["priorityClassName"]), f"{prefix}.priorityClassName")
     for i, network in enumerate(spec.get("networks") or []):
         name = _dig(network, ("multus", "networkName"))
         if name:

@@ -276,7 +276,8 @@ def synthesized_data_volumes(vm: Obj, lookup: Callable[[Ref], Obj | None]) -> li
 
 
 #: shared with other workloads wherever they live (cluster-scoped)
-_SHARED_KINDS = frozenset((k.group, k.kind) for k in (kinds.CLUSTER_INSTANCETYPE, kinds.CLUSTER_PREFERENCE))
+_SHARED_KINDS = frozenset((k.group, k.kind) for k in (kinds.CLUSTER_INSTANCETYPE, kinds.CLUSTER_PREFERENCE,
+                                                       kinds.PRIORITY_CLASS))
 #: shared with other workloads when they live outside the workloads' namespaces: a DataSource that golden images
 #: publish (CDI's DataImportCron keeps them in their own namespace), a network definition a namespace offers others
 _SHARED_ELSEWHERE_KINDS = frozenset((k.group, k.kind) for k in (kinds.DATA_SOURCE,

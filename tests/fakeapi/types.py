@@ -77,6 +77,7 @@ DEFAULT_TYPES: tuple[ResourceType, ...] = (
     _builtin(RBAC, "ClusterRole", "clusterroles", False),
     _builtin(RBAC, "ClusterRoleBinding", "clusterrolebindings", False),
     _builtin("admissionregistration.k8s.io", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", False),
+    _builtin("scheduling.k8s.io", "PriorityClass", "priorityclasses", False, ("pc",)),
     _builtin("networking.k8s.io", "NetworkPolicy", "networkpolicies", short=("netpol",), sub=()),
     _builtin("policy", "PodDisruptionBudget", "poddisruptionbudgets", short=("pdb",), sub=STATUS),
     _builtin("apiextensions.k8s.io", "CustomResourceDefinition", "customresourcedefinitions", False,
