@@ -54,6 +54,8 @@ PAGE_SIZE = 500
 WATCH_SECONDS = (300, 600)
 #: kube-apiserver sends a bookmark about once a minute on an idle watch: silence beyond this is a broken connection
 SILENCE_LIMIT = 90.0
+#: one page of the initial list, at most: a page that hangs is a broken connection, retried with backoff
+PAGE_TIMEOUT = 60.0
 #: the same reflector's backoff: NewExponentialBackoffManager(800ms, 30s, ..., factor 2.0, jitter 1.0)
 BACKOFF_FIRST, BACKOFF_MAX = 0.8, 30.0
 #: a watch down for longer than this makes answers "unchecked": a VM created meanwhile would be missed
@@ -185,7 +187,9 @@ class IdentityIndex:
         delay = BACKOFF_FIRST
         while not self._stopping.is_set():
             try:
-                connection = connection or self._make_connection()
+                if connection is None:
+                    connection = self._make_connection()
+                    connection.request_timeout = connection.request_timeout or PAGE_TIMEOUT
                 if version is None:
                     version = self._list(kind, connection)
                     self._healthy(kind)
