@@ -14,6 +14,8 @@ import ssl
 import threading
 import time
 
+from gunicorn import sock as gunicorn_sock
+
 from kvbackup_webhook import identity_index, metrics
 
 _cert_dir = os.environ.get("KVBACKUP_WEBHOOK_CERT_DIR", "/etc/kvbackup-webhook/tls")
@@ -147,6 +149,9 @@ def pre_fork(server, worker) -> None:
 
 
 def post_fork(server, worker) -> None:
+    # the certificate is loaded now rather than on the first connection, which may come while a Secret swap leaves
+    # the paths dangling for a moment
+    gunicorn_sock.ssl_context(worker.cfg)
     metrics.use_slot(worker.metrics_slot)
     # the app serves /metrics on the second listener only, /mutate on the first only (see create_app)
     os.environ["KVBACKUP_WEBHOOK_METRICS_PORT"] = str(worker.sockets[1].getsockname()[1])
