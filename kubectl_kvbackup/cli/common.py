@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -70,6 +71,19 @@ def add_selection_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--filename", action="append", default=[], metavar="PATH",
                         help="read objects from manifests instead of a cluster: file, directory or - (repeatable)"
                         ).completer = completion.complete_files
+
+
+#: a backup or restore name: it becomes a label value and a part of object names
+NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def check_name_and_parallel(args: argparse.Namespace) -> None:
+    """``--name`` and ``--parallel`` as export and restore take them."""
+    if args.name is not None and not NAME.fullmatch(args.name):
+        raise UsageError(f'error: --name "{args.name}" must be a valid label value and name part: lowercase letters, '
+                         "digits and '-', starting and ending with a letter or digit, at most 63 characters")
+    if args.parallel < 1:
+        raise UsageError("error: --parallel must be 1 or more")
 
 
 def parse_duration(text: str) -> float | None:

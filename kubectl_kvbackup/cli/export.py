@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from typing import TYPE_CHECKING, Callable, TextIO
 
-from .common import (UsageError, add_connection_flags, add_selection_flags, parse_duration, selection_and_source,
-                     warn)
+from .common import (UsageError, add_connection_flags, add_selection_flags, check_name_and_parallel, parse_duration,
+                     selection_and_source, warn)
 from .graph import report_missing
 
 if TYPE_CHECKING:
@@ -114,9 +113,6 @@ def silent(phase: str, done: int, total: int) -> None:
     """-q: no progress."""
 
 
-BACKUP_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-
-
 def check_target(target: str) -> None:
     """``--to`` names what kvbackup writes: a directory, a .tar.gz (or .tgz), or ``-``; other archives are refused
     before anything is read, rather than silently written as a directory."""
@@ -132,11 +128,7 @@ def check_target(target: str) -> None:
 
 def validate(args: argparse.Namespace) -> None:
     check_target(args.to)
-    if args.name is not None and not BACKUP_NAME.fullmatch(args.name):
-        raise UsageError(f'error: --name "{args.name}" must be a valid label value and name part: lowercase letters, '
-                         "digits and '-', starting and ending with a letter or digit, at most 63 characters")
-    if args.parallel < 1:
-        raise UsageError("error: --parallel must be 1 or more")
+    check_name_and_parallel(args)
     if args.filename and args.snapshot:
         raise UsageError("error: --snapshot needs a cluster: it cannot be used with -f")
     if args.freeze == "required" and not args.snapshot:

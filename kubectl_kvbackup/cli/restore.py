@@ -7,9 +7,8 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..cluster import KubeError, connect
-from .common import (FIRMWARE_POLICIES, MAC_POLICIES, UsageError, add_connection_flags, connection_options,
-                     parse_duration, parse_targets, warn)
-from .export import BACKUP_NAME
+from .common import (FIRMWARE_POLICIES, MAC_POLICIES, UsageError, add_connection_flags, check_name_and_parallel,
+                     connection_options, parse_duration, parse_targets, warn)
 from .printers import print_data
 
 if TYPE_CHECKING:
@@ -131,11 +130,7 @@ def volume_mode(args: argparse.Namespace, index: dict[str, Any]) -> str:
 
 
 def validate(args: argparse.Namespace) -> None:
-    if args.name is not None and not BACKUP_NAME.fullmatch(args.name):
-        raise UsageError(f'error: --name "{args.name}" must be a valid label value: lowercase letters, digits and '
-                         "'-', starting and ending with a letter or digit, at most 63 characters")
-    if args.parallel < 1:
-        raise UsageError("error: --parallel must be 1 or more")
+    check_name_and_parallel(args)
     parse_duration(args.timeout)
     if args.output in ("yaml", "name") and args.dry_run == "none":
         raise UsageError("error: -o yaml|name needs --dry-run=client; a restore prints its result with -o json")
