@@ -11,14 +11,14 @@ import time
 import pytest
 import yaml
 
-from kubectl_kvbackup import crypto, rules
+from kubectl_kvbackup import rules
 from kubectl_kvbackup.bundle import INDEX
 from kubectl_kvbackup.cli.main import main
 from kubectl_kvbackup.refs import Ref
 from kubectl_kvbackup.restore import (RestoreOptions, TargetState, map_namespaces, not_ready,
                                       plan_restore, restore_context)
 
-from .helpers import example_objects, obj
+from .helpers import Snapshotter, example_objects, obj
 
 SNAPSHOT = ("snapshot.storage.k8s.io", "VolumeSnapshot")
 CONTENT = ("snapshot.storage.k8s.io", "VolumeSnapshotContent")
@@ -31,41 +31,6 @@ def run(capsys, *argv):
     code = main(list(argv))
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-def play_snapshotter(fake, stop):
-    """The CSI snapshotter: each new VolumeSnapshot gets a bound VolumeSnapshotContent and becomes ready."""
-    while not stop.is_set():
-        for snapshot in fake.objects(*SNAPSHOT):
-            if not (snapshot.get("status") or {}).get("readyToUse"):
-                name = "snapcontent-" + snapshot["metadata"]["uid"]
-                fake.add({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
-                          "metadata": {"name": name},
-                          "spec": {"driver": "csi.example.com", "deletionPolicy": "Delete",
-                                   "source": {"volumeHandle": "vol-" + snapshot["metadata"]["name"]},
-                                   "volumeSnapshotRef": {"name": snapshot["metadata"]["name"],
-                                                         "namespace": snapshot["metadata"]["namespace"]}},
-                          "status": {"snapshotHandle": "handle-" + snapshot["metadata"]["name"],
-                                     "readyToUse": True}})
-                fake.add({**snapshot, "status": {"readyToUse": True, "restoreSize": "10Gi",
-                                                 "boundVolumeSnapshotContentName": name}})
-        time.sleep(0.05)
-
-
-def record_snapshot_contents(fake, bundle_dir, key=None):
-    """What the export records of each snapshot's content (handle, driver), as the fixture of a bundle."""
-    path = os.path.join(bundle_dir, INDEX)
-    with open(path, encoding="utf-8") as f:
-        index = json.load(f)
-    for record in index["snapshots"]:
-        snapshot = fake.get_object(*SNAPSHOT, record["namespace"], record["name"])
-        content = fake.get_object(*CONTENT, None, snapshot["status"]["boundVolumeSnapshotContentName"])
-        record.update(contentName=content["metadata"]["name"], snapshotHandle=content["status"]["snapshotHandle"],
-                      driver=content["spec"]["driver"])
-    if key is not None:
-        index["integrity"]["mac"] = crypto.index_mac(key, index)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(index, f)
 
 
 @pytest.fixture
@@ -83,15 +48,9 @@ def key_file(tmp_path):
 
 
 def export_with_snapshots(capsys, fake, kubeconfig, target, *extra):
-    stop = threading.Event()
-    snapshotter = threading.Thread(target=play_snapshotter, args=(fake, stop), daemon=True)
-    snapshotter.start()
-    try:
+    with Snapshotter(fake):
         code, _, err = run(capsys, "export", "vm/fedora", "--snapshot", "--freeze=never", "--name", "nightly",
                            "--kubeconfig", kubeconfig, "--to", str(target), *extra)
-    finally:
-        stop.set()
-        snapshotter.join()
     assert code == 0, err
     return str(target)
 
@@ -99,9 +58,7 @@ def export_with_snapshots(capsys, fake, kubeconfig, target, *extra):
 @pytest.fixture
 def bundle(capsys, cluster, tmp_path, key_file):
     fake, kubeconfig = cluster
-    path = export_with_snapshots(capsys, fake, kubeconfig, tmp_path / "b", "--encrypt-key-file", key_file)
-    record_snapshot_contents(fake, path, crypto.load_key(key_file))
-    return path
+    return export_with_snapshots(capsys, fake, kubeconfig, tmp_path / "b", "--encrypt-key-file", key_file)
 
 
 def restore(capsys, kubeconfig, bundle, *argv):
@@ -144,7 +101,7 @@ def test_restore_into_another_namespace_brings_data_secrets_and_owners(capsys, c
     snapshot = fake.get_object(*SNAPSHOT, "copy", source["name"])
     content = fake.get_object(*CONTENT, None, snapshot["spec"]["source"]["volumeSnapshotContentName"])
     assert content["spec"]["source"] == {"snapshotHandle": "handle-fedora-root-nightly"}
-    assert content["spec"]["deletionPolicy"] == "Retain" and content["spec"]["driver"] == "csi.example.com"
+    assert content["spec"]["deletionPolicy"] == "Retain" and content["spec"]["driver"] == "hostpath.csi.k8s.io"
     assert content["spec"]["volumeSnapshotRef"] == {"apiVersion": "snapshot.storage.k8s.io/v1",
                                                     "kind": "VolumeSnapshot", "namespace": "copy",
                                                     "name": source["name"]}
