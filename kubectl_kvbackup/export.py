@@ -64,7 +64,7 @@ def apply_ready(obj: Obj, backup_name: str, snapshot_name: str | None = None) ->
     UIDs are the old cluster's), marked as being restored so the restore-rules webhook applies the remaining rules
     in the target cluster. A PVC binds anew: restored from the export's VolumeSnapshot when one was taken."""
     result = rules.set_aside_owner_references(rules.sanitize_metadata(obj))
-    if is_pvc(ref_of(result)):
+    if ref_of(result).is_a(kinds.PVC):
         result = rules.pvc_from_snapshot(result, snapshot_name) if snapshot_name else rules.bindable_pvc(result)
     labels = result["metadata"].get("labels") or {}
     result["metadata"]["labels"] = {**labels, rules.RESTORE_LABEL: backup_name}
@@ -74,10 +74,6 @@ def apply_ready(obj: Obj, backup_name: str, snapshot_name: str | None = None) ->
 WORKLOAD_KINDS = frozenset((k.group, k.kind) for k in (kinds.VM, kinds.VMI, kinds.VMIRS, kinds.VMPOOL))
 
 
-def is_pvc(ref: Ref) -> bool:
-    return (ref.group, ref.kind) == (kinds.PVC.group, kinds.PVC.kind)
-
-
 def plan_entries(graph: Graph, options: ExportOptions, snapshots: list[SnapshotRecord]) -> list[Entry]:
     """Every found node with the export-time rules applied and its restore decision, plus the DataVolumes
     synthesized for VMs whose template DataVolume is gone. ``snapshots`` are the export's VolumeSnapshots: a PVC
@@ -85,7 +81,7 @@ def plan_entries(graph: Graph, options: ExportOptions, snapshots: list[SnapshotR
     snapshot_of = {record.pvc: record.name for record in snapshots if not record.error}
     synthesized: dict[Ref, Obj] = {}
     for ref, obj in graph.objects.items():
-        if obj is not None and (ref.group, ref.kind) == (kinds.VM.group, kinds.VM.kind):
+        if obj is not None and ref.is_a(kinds.VM):
             for dv in rules.synthesized_data_volumes(obj, graph.objects.get):
                 synthesized.setdefault(ref_of(dv), dv)
 
@@ -98,11 +94,11 @@ def plan_entries(graph: Graph, options: ExportOptions, snapshots: list[SnapshotR
     entries = []
     for ref, obj in [*found, *synthesized.items()]:
         exported, decision = rules.export_object(obj, lookup, snapshot_of.__contains__)
-        secret = (ref.group, ref.kind) == (kinds.SECRET.group, kinds.SECRET.kind)
+        secret = ref.is_a(kinds.SECRET)
         restore = apply_ready(exported, options.backup_name, snapshot_of.get(ref)) if decision.restore else None
         entries.append(Entry(ref, None if ref in synthesized else obj, restore, decision, secret,
                              shared=rules.is_shared(ref, workload_namespaces),
-                             data=("snapshot" if ref in snapshot_of else "none") if is_pvc(ref) else None))
+                             data=("snapshot" if ref in snapshot_of else "none") if ref.is_a(kinds.PVC) else None))
     return entries
 
 
@@ -164,7 +160,7 @@ def build_index(graph: Graph, nodes: list[Obj], options: ExportOptions, source: 
 
 def running_vmis(graph: Graph) -> list[Obj]:
     return [obj for ref, obj in graph.objects.items()
-            if obj is not None and (ref.group, ref.kind) == (kinds.VMI.group, kinds.VMI.kind)]
+            if obj is not None and ref.is_a(kinds.VMI)]
 
 
 def current_vmis(connection: Connection, vmis: list[Obj]) -> list[Obj]:
@@ -314,7 +310,7 @@ def export(graph: Graph, writer: BundleWriter, options: ExportOptions, source: O
     guest that could not be thawed fails the export after the bundle is written (the bundle is good; the guest
     needs attention)."""
     vmis = running_vmis(graph)
-    pvcs = [ref for ref, obj in graph.objects.items() if obj is not None and is_pvc(ref)]
+    pvcs = [ref for ref, obj in graph.objects.items() if obj is not None and ref.is_a(kinds.PVC)]
     snapshots: list[SnapshotRecord] = []
     freezer: GuestFreezer | None = None
     window = cut_wait = None

@@ -17,6 +17,9 @@ class Ref(NamedTuple):
     def of(cls, k: Kind, namespace: str, name: str) -> "Ref":
         return cls(k.group, k.kind, namespace if k.namespaced else "", name)
 
+    def is_a(self, k: Kind) -> bool:
+        return (self.group, self.kind) == (k.group, k.kind)
+
     def to_dict(self) -> dict[str, str]:
         return self._asdict()
 

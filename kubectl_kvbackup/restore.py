@@ -268,10 +268,6 @@ def _owner_ref(owner: Obj, namespace: str) -> Ref:
     return Ref(group_of(owner.get("apiVersion", "")), owner.get("kind", ""), namespace, owner.get("name", ""))
 
 
-def _is(ref: Ref, kind: Kind) -> bool:
-    return (ref.group, ref.kind) == (kind.group, kind.kind)
-
-
 @dataclass
 class _Volumes:
     """How each PVC of the bundle gets its data back, decided before any other object is built."""
@@ -298,14 +294,14 @@ def plan_restore(objects: dict[Ref, Obj], index: Obj, options: RestoreOptions, t
     actions: dict[Ref, Action] = {}
     captured = data_comes_back(options, index, target)
     decisions = {ref: rules.export_object(objects[ref], objects.get, captured)[1] for ref in refs}
-    volumes = _plan_volumes([r for r in refs if _is(r, kinds.PVC)], objects, index, options, target, decisions,
+    volumes = _plan_volumes([r for r in refs if r.is_a(kinds.PVC)], objects, index, options, target, decisions,
                             captured)
     with_data = {target_ref(r, mapping): volumes.pvc_bodies[r] for r in volumes.with_data}
     synthesized = {Ref(n["group"], n["kind"], n["namespace"], n["name"]) for n in index.get("nodes") or []
                    if n.get("synthesized")}
     for ref in refs:
         decision = decisions[ref]
-        if _is(ref, kinds.PVC):
+        if ref.is_a(kinds.PVC):
             decision = rules.Decision(False, "", volumes.skipped[ref]) if ref in volumes.skipped else rules.RESTORE
         elif ref in synthesized and target_ref(Ref.of(kinds.PVC, ref.namespace, ref.name), mapping) not in with_data:
             decision = rules.Decision(False, "", "made at export from its VM's template for a disk that does not "
@@ -345,15 +341,15 @@ def _plan_object(ref: Ref, objects: dict[Ref, Obj], options: RestoreOptions, vol
     """One object to restore: the export-time rules, apply-ready sanitizing and the restore-time rules, in that
     order, as the bundle's ``resources/`` and the webhook would have them."""
     target_at = target_ref(ref, options.namespace_mapping)
-    if _is(ref, kinds.PVC) and options.volumes == "existing":
+    if ref.is_a(kinds.PVC) and options.volumes == "existing":
         # the claim is another tool's: only what tells CDI it holds the data is added
         annotation = rules.POPULATED_FOR_ANNOTATION
         value = volumes.pvc_bodies[ref]["metadata"]["annotations"][annotation]
         patch = {"metadata": {"annotations": {annotation: value}, "labels": {rules.RESTORE_LABEL: options.name}}}
         return Action(target_at, ANNOTATE, patch, [f"{annotation} added in place"], source=ref)
-    dv_without_data = _is(ref, kinds.DATA_VOLUME) and (
+    dv_without_data = ref.is_a(kinds.DATA_VOLUME) and (
         options.volumes == "reimport" or planned_pvc(target_at.namespace, target_at.name) is None)
-    if _is(ref, kinds.PVC):
+    if ref.is_a(kinds.PVC):
         body = volumes.pvc_bodies[ref]
     else:
         # a DataVolume whose disk does not come back is restored as if its import never ran: CDI runs it again
@@ -476,7 +472,7 @@ def _resolve_existing(actions: list[Action], target: TargetState, existing: str)
             action.verb, action.notes = KEEP, ["exists: shared with other workloads, never updated"]
         elif existing == "skip":
             action.verb, action.notes = KEEP, ["exists: skipped (--existing skip)"]
-        elif existing == "update" and not _is(action.ref, kinds.PVC):
+        elif existing == "update" and not action.ref.is_a(kinds.PVC):
             action.verb = UPDATE
         elif existing == "update":
             action.verb, action.notes = KEEP, ["exists: a claim's volume cannot be replaced in place; kept"]
@@ -522,7 +518,7 @@ def read_target(source: ClusterSource, scope: dict[Kind, set[str]], wanted: Iter
                 raise KubeError(f"{error}\nMAC addresses and firmware serials are checked against every VM and "
                                 "VMI of the cluster: grant that, or pass --mac-policy keep --firmware-policy keep"
                                 ) from None
-            listed = [o for o in (source.get(r) for r in wanted if _is(r, kind)) if o is not None]
+            listed = [o for o in (source.get(r) for r in wanted if r.is_a(kind)) if o is not None]
         for obj in listed:
             state.objects[ref_of(obj)] = obj
             if is_kind(obj, kinds.VM) or is_kind(obj, kinds.VMI):
@@ -708,7 +704,7 @@ def parse_roots(targets: tuple[tuple[Kind, str], ...], index: Obj) -> list[Ref]:
     nodes = [Ref(n["group"], n["kind"], n["namespace"], n["name"]) for n in index.get("nodes") or [] if n.get("found")]
     chosen = []
     for kind, name in targets:
-        matches = [r for r in nodes if _is(r, kind) and r.name == name]
+        matches = [r for r in nodes if r.is_a(kind) and r.name == name]
         if not matches:
             raise PlanError(f'error: the bundle holds no {kind.resource} "{name}"')
         chosen += matches
@@ -746,14 +742,14 @@ def wait_until_ready(connection: Connection, result: Result, timeout: float, pro
                      poll: float = 1.0) -> None:
     """Poll what the restore wrote — one LIST per kind and namespace each round — until all of it is ready."""
     bodies = {a.ref: a.body for a in result.plan.actions if a.ref in result.done and a.verb != ANNOTATE}
-    waiting = {ref for ref in bodies if any(_is(ref, k) for k in WAITED_KINDS)}
+    waiting = {ref for ref in bodies if any(ref.is_a(k) for k in WAITED_KINDS)}
     waiting |= {a.ref for a in result.plan.actions if a.verb == ANNOTATE and a.ref in result.done}
     deadline = time.monotonic() + timeout
     reasons: dict[Ref, str] = {}
     while waiting:
         for kind in WAITED_KINDS:
-            for namespace in sorted({r.namespace for r in waiting if _is(r, kind)}):
-                body = next((bodies[r] for r in waiting if _is(r, kind) and r in bodies), None)
+            for namespace in sorted({r.namespace for r in waiting if r.is_a(kind)}):
+                body = next((bodies[r] for r in waiting if r.is_a(kind) and r in bodies), None)
                 version = (body or {}).get("apiVersion", kind.api_version).rpartition("/")[2]
                 for obj in connection.list_pages(collection_path(kind, version, namespace)):
                     obj.setdefault("apiVersion", kind.api_version)
