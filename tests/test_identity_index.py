@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import time
 from typing import Any, Callable, Iterator
 
@@ -12,7 +13,7 @@ import pytest
 
 from kubectl_kvbackup import kinds, rules
 from kubectl_kvbackup.cluster import ConnectionOptions, connect, object_path
-from kvbackup_webhook import create_app, identity_index
+from kvbackup_webhook import create_app, identity_index, metrics
 from kvbackup_webhook.admission import InUse
 from kvbackup_webhook.identity_index import IdentityIndex, Reservations
 from kvbackup_webhook.lookups import ClusterLookups
@@ -161,12 +162,8 @@ def test_two_workers_never_let_one_mac_through_twice_within_a_restore(fake_api, 
     material = write_tls(str(tls_dir))
     with WebhookServer(str(tls_dir), material.ca_pem, workers=2,
                        env={"KVBACKUP_WEBHOOK_KUBECONFIG": webhook_kubeconfig}) as server:
-        # ready means synced; /readyz answers from one worker at a time: ten fresh connections in a row that find
-        # it ready leave either worker unsynced with a chance of about one in a thousand
-        ready_in_a_row, give_up = 0, time.monotonic() + 30
-        while ready_in_a_row < 10 and time.monotonic() < give_up:
-            ready_in_a_row = ready_in_a_row + 1 if server.get("/readyz")[0] == 200 else 0
-        assert ready_in_a_row == 10, "a worker's identity index never synced"
+        # the server is ready once /readyz said so: every worker of the pod has synced, whichever answered
+        assert server.get("/metrics", server.metrics_port)[1].count("kvbackup_webhook_unsynced_workers 0\n") == 1
         # the VM in the cluster is caught by either worker
         connection = server.connection()
         _, answer = post_review(connection, restore_review(vm("copy", mac="02:00:00:00:00:01"), "uid-copy"))
@@ -223,3 +220,47 @@ def test_keep_policies_start_no_index_and_are_ready_at_once(webhook_kubeconfig, 
     client = create_app({"LOOKUPS": lookups, "MAC_POLICY": "keep", "FIRMWARE_POLICY": "keep"}).test_client()
     assert client.get("/readyz").text == "ok\n"
     assert not [r for r in fake_api.requests if "virtualmachine" in r.path]
+
+
+def test_readiness_speaks_for_every_worker_of_the_pod(webhook_kubeconfig, monkeypatch) -> None:
+    # what the gunicorn master does (gunicorn.conf.py): shared slots, the first workers expected before they fork
+    for name in ("_shared", "_slots", "_slot"):
+        monkeypatch.setattr(metrics, name, getattr(metrics, name))
+    metrics.share_between_workers(2)
+    metrics.use_slot(0)
+    lookups = ClusterLookups(lambda: connect(ConnectionOptions(kubeconfig=webhook_kubeconfig)))
+    client = create_app({"LOOKUPS": lookups, "MAC_POLICY": "keep", "FIRMWARE_POLICY": "keep"}).test_client()
+    # this worker needs no index, but the second has not started: the pod must not get traffic yet
+    response = client.get("/readyz")
+    assert response.status_code == 503 and response.text == "waiting: 1 worker of this pod has not synced the " \
+                                                            "identity index yet\n"
+    assert "kvbackup_webhook_unsynced_workers 1\n" in client.get("/metrics").text
+    metrics.worker_gone(1)  # it exited: nothing to wait for
+    assert client.get("/readyz").text == "ok\n"
+    assert "kvbackup_webhook_unsynced_workers 0\n" in client.get("/metrics").text
+    metrics.expect_worker(1)  # its replacement starts, then gives up waiting for its index
+    assert client.get("/readyz").status_code == 503
+    metrics.use_slot(1)
+    metrics.Metrics().index_waiting_until(time.monotonic() - 1)
+    response = client.get("/readyz")
+    assert response.status_code == 200 and response.text.startswith("ok, but 1 worker of this pod has not synced")
+    metrics.Metrics().index_synced()
+    assert client.get("/readyz").text == "ok\n"
+
+
+def test_a_worker_that_leaves_the_pod_no_longer_counts_as_unsynced(fake_api, webhook_kubeconfig, tmp_path) -> None:
+    fake_api.inject("GET", r"/virtualmachineinstances$", status=500)  # no worker's index ever syncs
+    tls_dir = tmp_path / "tls"
+    tls_dir.mkdir(mode=0o700)
+    material = write_tls(str(tls_dir))
+    with WebhookServer(str(tls_dir), material.ca_pem, workers=2,
+                       env={"KVBACKUP_WEBHOOK_KUBECONFIG": webhook_kubeconfig,
+                            "KVBACKUP_WEBHOOK_INDEX_SYNC_TIMEOUT": "0"}) as server:
+        def unsynced() -> str:
+            return next(line for line in server.get("/metrics", server.metrics_port)[1].splitlines()
+                        if line.startswith("kvbackup_webhook_unsynced_workers "))
+
+        assert unsynced() == "kvbackup_webhook_unsynced_workers 2"
+        server.process.send_signal(signal.SIGTTOU)  # gunicorn: one worker fewer
+        wait_for(lambda: len(server.worker_pids()) == 1, "a worker to leave")
+        wait_for(lambda: unsynced() == "kvbackup_webhook_unsynced_workers 1", "the gone worker to be forgotten")

@@ -63,12 +63,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     policies = IdentityPolicies.parse(app.config["MAC_POLICY"], app.config["FIRMWARE_POLICY"])
     system_namespaces = frozenset(n.strip() for n in app.config["SYSTEM_NAMESPACES"].split(",") if n.strip())
     lookups = app.config["LOOKUPS"] or ClusterLookups.from_environment()
+    metrics = Metrics()
     # the identity index starts with the app, so the worker is ready once it has synced (only collision policies
     # read the identities in use)
     index = lookups.index.start() if isinstance(lookups, ClusterLookups) and policies.needs_cluster_identities \
         else None
     ready_by = time.monotonic() + app.config["INDEX_SYNC_TIMEOUT"]
-    metrics = Metrics()
+    if index is None:
+        metrics.index_synced()
+    else:
+        metrics.index_waiting_until(ready_by)
+        index.on_synced(metrics.index_synced)
 
     metrics_port = str(app.config["METRICS_PORT"] or "")
     large_bodies = threading.BoundedSemaphore(1)
@@ -131,9 +136,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.get("/readyz")
     def ready() -> Response:
         # Lookups fail safe, so the webhook can always answer; only a start without the identities in use waits,
-        # and not for ever: past the timeout every VM review says it was not checked against the cluster.
+        # and not for ever: past the timeout every VM review says it was not checked against the cluster. A probe
+        # reaches one worker of the pod, which answers for all of them: the pod gets traffic once every worker can
+        # check, and any of them may get it.
+        waiting, serving_unsynced = metrics.unsynced_workers(time.monotonic())
         unchecked = index.unchecked_reason() if index is not None and not index.synced else None
-        if unchecked and time.monotonic() < ready_by:
+        if not unchecked and (waiting or serving_unsynced):
+            count = waiting or serving_unsynced
+            unchecked = f"{count} worker{'s' if count > 1 else ''} of this pod " \
+                        f"{'have' if count > 1 else 'has'} not synced the identity index yet"
+        if waiting:
             return Response(f"waiting: {unchecked}\n", status=503, mimetype="text/plain")
         if unchecked:
             logging.getLogger("kvbackup_webhook").warning("serving although %s", unchecked)

@@ -146,6 +146,12 @@ def on_exit(server) -> None:
 
 def pre_fork(server, worker) -> None:
     worker.metrics_slot = metrics.slot_for(w.metrics_slot for w in server.WORKERS.values())
+    # marked before the fork, so a worker that has not started yet already holds up the pod's readiness
+    metrics.expect_worker(worker.metrics_slot)
+
+
+def child_exit(server, worker) -> None:
+    metrics.worker_gone(worker.metrics_slot)
 
 
 def post_fork(server, worker) -> None:

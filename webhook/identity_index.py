@@ -83,6 +83,7 @@ class IdentityIndex:
         self._down_since: dict[str, float] = {}
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._on_synced: list[Callable[[], None]] = []
         self.relists = 0  # LISTs made, the first ones included (tests and the benchmark read it)
 
     def start(self) -> "IdentityIndex":
@@ -99,6 +100,15 @@ class IdentityIndex:
     def stop(self) -> None:
         """The threads end at their next event or bookmark (or failure): daemons, they never hold up an exit."""
         self._stopping.set()
+
+    def on_synced(self, callback: Callable[[], None]) -> None:
+        """``callback()`` once every kind has been listed: at once if that is so already, else from the thread of
+        the last first LIST."""
+        with self._lock:
+            if len(self._listed) < len(INDEXED_KINDS):
+                self._on_synced.append(callback)
+                return
+        callback()
 
     @property
     def synced(self) -> bool:
@@ -178,6 +188,10 @@ class IdentityIndex:
                 self._count(entry, -1)
             self._objects[kind.kind] = objects
             self._listed.add(kind.kind)
+            callbacks, self._on_synced = (self._on_synced, []) if len(self._listed) == len(INDEXED_KINDS) \
+                else ([], self._on_synced)
+        for callback in callbacks:
+            callback()
 
     # -- list and watch --------------------------------------------------------------------------------------------
 

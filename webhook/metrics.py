@@ -4,12 +4,18 @@ Each worker counts into its own slot of one block of shared memory that the guni
 (``share_between_workers``) and hands out (``slot_for``): a worker never waits for another, so one killed in the
 middle of counting cannot hang the rest, and a scrape, which reaches any one worker, adds up every slot. A worker
 started in place of a dead one takes over its slot, so counters never go down.
+
+A slot also says whether its worker is still waiting for its identity index (until when), so that readiness, which
+a probe asks of any one worker, speaks for the whole pod: the master marks a slot as waiting before it forks the
+worker (``expect_worker``) and clears it when the worker exits (``worker_gone``); the worker clears it once synced.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import threading
+import time
 from typing import Any, Iterable
 
 KINDS = ("DataVolume", "PersistentVolumeClaim", "VirtualMachineInstance", "Pod", "VirtualMachine", "other")
@@ -25,7 +31,8 @@ _BUCKETS = _REQUESTS + len(KINDS) * len(DECISIONS)
 _SUM = _BUCKETS + len(BUCKETS) + 1  # + the +Inf bucket
 _COUNT = _SUM + 1
 _LOOKUP_FAILURES = _COUNT + 1
-_SIZE = _LOOKUP_FAILURES + len(LOOKUPS)
+_INDEX_WAIT = _LOOKUP_FAILURES + len(LOOKUPS)  # 0: not waiting; else the monotonic time the worker waits until
+_SIZE = _INDEX_WAIT + 1
 
 _shared: Any = None
 _slots = 1
@@ -38,12 +45,25 @@ def share_between_workers(workers: int) -> None:
     global _shared, _slots
     _slots = 2 * workers + 1
     _shared = multiprocessing.RawArray("d", _slots * _SIZE)
+    for slot in range(workers):  # the first workers take these slots: none counts as ready before all have started
+        expect_worker(slot)
 
 
 def slot_for(taken: Iterable[int]) -> int:
     """In the master, for a worker about to be forked: the first slot no live worker holds."""
     used = set(taken)
     return next(slot for slot in range(_slots) if slot not in used)
+
+
+def expect_worker(slot: int) -> None:
+    """In the master, before it forks the worker that will count into ``slot``: until the worker says otherwise,
+    it is waiting (a worker that never finishes starting is killed by gunicorn, and then ``worker_gone``)."""
+    _shared[slot * _SIZE + _INDEX_WAIT] = math.inf
+
+
+def worker_gone(slot: int) -> None:
+    """In the master, after the worker of ``slot`` exited: it waits for nothing any more."""
+    _shared[slot * _SIZE + _INDEX_WAIT] = 0.0
 
 
 def use_slot(slot: int) -> None:
@@ -75,6 +95,21 @@ class Metrics:
         with self._lock:
             self._add(_LOOKUP_FAILURES + LOOKUPS.index(lookup))
 
+    def index_waiting_until(self, deadline: float) -> None:
+        """This worker's identity index has not synced; readiness waits for it until ``deadline`` (monotonic)."""
+        self._values[self._offset + _INDEX_WAIT] = deadline
+
+    def index_synced(self) -> None:
+        """This worker needs no more waiting for: its identity index has synced, or it keeps none."""
+        self._values[self._offset + _INDEX_WAIT] = 0.0
+
+    def unsynced_workers(self, now: float) -> tuple[int, int]:
+        """The pod's workers whose identity index has not synced: those still waited for (deadline after ``now``),
+        and those serving without it."""
+        waits = [self._values[slot * _SIZE + _INDEX_WAIT] for slot in range(self._slots)]
+        waiting = sum(1 for until in waits if until > now)
+        return waiting, sum(1 for until in waits if until) - waiting
+
     def render(self) -> str:
         """The Prometheus text exposition format (version 0.0.4), every worker's counts added up."""
         values = [sum(self._values[slot * _SIZE + i] for slot in range(self._slots)) for i in range(_SIZE)]
@@ -98,4 +133,8 @@ class Metrics:
                   "# TYPE kvbackup_webhook_lookup_failures_total counter"]
         lines += [f'kvbackup_webhook_lookup_failures_total{{lookup="{name}"}} {values[_LOOKUP_FAILURES + i]:.0f}'
                   for i, name in enumerate(LOOKUPS)]
+        lines += ["# HELP kvbackup_webhook_unsynced_workers Workers whose identity index has not finished its first "
+                  "list: their collision checks miss VMs in the cluster.",
+                  "# TYPE kvbackup_webhook_unsynced_workers gauge",
+                  f"kvbackup_webhook_unsynced_workers {sum(self.unsynced_workers(time.monotonic()))}"]
         return "\n".join(lines) + "\n"
