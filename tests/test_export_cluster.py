@@ -330,9 +330,12 @@ def test_snapshot_timeout_fails_the_export(capsys, cluster, tmp_path):
 
 def export_until_frozen(fake, kubeconfig, target, *extra):
     """An export in a subprocess, waiting for its snapshots to be cut (they never are) with both guests frozen."""
+    # Ctrl-C as at a terminal: a test run started in the background of a script has SIGINT ignored, which its
+    # children would inherit (Python then never raises KeyboardInterrupt)
     process = subprocess.Popen([sys.executable, "-m", "kubectl_kvbackup", "export", "vmi/db", "vmi/cache",
                                 "--snapshot", *extra, "--kubeconfig", kubeconfig, "--to", str(target)],
-                               cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, stderr=subprocess.PIPE, text=True)
+                               cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_until(lambda: len(fake.frozen_vmis()) == 2 and len(fake.objects(*SNAPSHOTS)) == 2,
                "both guests frozen and both snapshots created", process)
     return process
