@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__, rules
@@ -73,7 +73,7 @@ RESOURCES = {(k.api_version, k.kind): k for k in (
 class Settings:
     namespace: str = DEFAULT_NAMESPACE
     image: str = DEFAULT_IMAGE
-    identity: rules.IdentityPolicies = rules.IdentityPolicies()
+    identity: rules.IdentityPolicies = field(default_factory=lambda: rules.IdentityPolicies())
     system_namespaces: tuple[str, ...] = DEFAULT_SYSTEM_NAMESPACES
     metrics_namespaces: tuple[str, ...] = DEFAULT_METRICS_NAMESPACES
 
