@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import quote, urlencode, urlsplit
 
+from .errors import ApiError, KubeError  # part of this module's interface: callers catch them from here
 from .kinds import Kind
 
 if TYPE_CHECKING:
@@ -27,18 +28,6 @@ if TYPE_CHECKING:
 LIST_PAGE_SIZE = 500  # kubectl's own chunk size
 log = logging.getLogger("kubectl_kvbackup.api")
 CONNECT_TIMEOUT = 30.0  # as kubectl's dialer: an unreachable server fails even without --request-timeout
-
-
-class KubeError(Exception):
-    """An error to show the user as is: one line, kubectl's wording where kubectl has one."""
-
-    exit_code = 1
-
-
-class ApiError(KubeError):
-    def __init__(self, status: int, reason: str, message: str, body: dict[str, Any] | None = None):
-        self.status, self.reason, self.body = status, reason, body or {}
-        super().__init__(f"Error from server ({reason}): {message}" if reason else f"Error from server: {message}")
 
 
 @dataclass(frozen=True)

@@ -6,17 +6,19 @@ against a cluster, discovery decides the served version (see ``sources.ClusterSo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Kind:
+class Kind(NamedTuple):
+    """A REST resource and its kind. A named tuple rather than a dataclass: the parser and TAB completion load this
+    module, and ``dataclasses`` alone (with ``inspect``) takes longer to import than the rest of completion."""
+
     group: str
     version: str
     kind: str
     plural: str
     namespaced: bool = True
-    short_names: tuple[str, ...] = field(default=())
+    short_names: tuple[str, ...] = ()
 
     @property
     def api_version(self) -> str:

@@ -1,7 +1,7 @@
 """Fast start: the heavy libraries load only in the verbs that use them.
 
-Building the parser imports every verb module listed in cli/main.py SUBCOMMANDS, so this covers verbs added later
-too. Times are measured by benchmarks/bench_startup.py, not here.
+A verb's module is imported when its verb is parsed; the last tests build every verb listed in cli/main.py VERBS, so
+this covers verbs added later too. Times are measured by benchmarks/bench_startup.py, not here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from kubectl_kvbackup.cli.main import SUBCOMMANDS
+from kubectl_kvbackup.cli.main import VERBS
 
 from .helpers import EXAMPLES, REPO
 
@@ -64,12 +64,33 @@ def test_argcomplete_protocol_loads_nothing_heavy(tmp_path):
 
 
 def test_every_verb_module_registers_without_heavy_imports():
-    script = ("import sys; from kubectl_kvbackup.cli.main import build_parser; build_parser(); "
+    script = ("import argparse, sys; from kubectl_kvbackup.cli.main import VERBS, build_parser; "
+              "verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices; "
+              "assert [verbs[verb].prog for verb in VERBS] == [f'kubectl kvbackup {verb}' for verb in VERBS]; "
               f"print(sorted({{n.split('.')[0] for n in sys.modules}} & {set(HEAVY)!r}))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
                             env={**os.environ, "PYTHONPATH": REPO}, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]", f"verbs {SUBCOMMANDS} import {result.stdout.strip()} at registration"
+    assert result.stdout.strip() == "[]", f"verbs {list(VERBS)} import {result.stdout.strip()} at registration"
+
+
+@pytest.mark.parametrize("argv,modules", [
+    (["--help"], set()),
+    # cli.common, which every verb uses, imports completion for its completers
+    (["graph", "--help"], {"graph", "completion"}),
+    (["thaw", "--help"], {"freeze", "export", "graph", "completion"}),  # freeze shares export's duration flags
+    (["adopt", "--help"], {"restore", "completion"}),
+])
+def test_a_verb_module_loads_only_when_its_verb_is_used(argv, modules):
+    """--help lists every verb without importing one; a verb loads its own module (and what that imports)."""
+    script = ("import json, sys; from kubectl_kvbackup.cli.main import VERBS, main\n"
+              "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+              "print(json.dumps(sorted({module for module, _ in VERBS.values()} & "
+              "{n.rpartition('.')[2] for n in sys.modules if n.startswith('kubectl_kvbackup.cli.')})))")
+    result = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": REPO}, timeout=120)
+    loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert loaded == modules, result.stderr
 
 
 def test_the_client_loads_when_a_cluster_is_used(fake_api, kubeconfig):

@@ -166,6 +166,19 @@ def test_bash_completion_script_completes_types_without_a_space():
     assert result.stdout.splitlines() == ["<vmpool/>"], result.stderr
 
 
+@pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed")
+def test_fish_completion_script_completes_verbs_and_types():
+    script = ('kubectl-kvbackup completion fish | source\n'
+              'complete -C "kubectl-kvbackup graph vmpo"\n'
+              'complete -C "kubectl-kvbackup freeze v"\n'
+              'complete -C "kubectl-kvbackup ver"\n')
+    result = subprocess.run(["fish", "--no-config", "-c", script], capture_output=True, text=True, cwd=REPO,
+                            env=environment(), timeout=60)
+    # fish shows a verb with its help after a tab
+    assert result.stdout.splitlines() == ["vmpool/", "vm/", "vmi/", "verify\tcheck a bundle's files against its index",
+                                          "version\tprint the plugin, bundle format and Python versions"], result.stderr
+
+
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
 def test_completion_scripts_for_each_shell(shell):
     result = subprocess.run([PLUGIN, "completion", shell], capture_output=True, text=True, env=environment(),

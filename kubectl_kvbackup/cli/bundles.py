@@ -14,13 +14,13 @@ if TYPE_CHECKING:
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
-    check = subcommands.add_parser("verify", help="check a bundle's files against its index",
+    check = subcommands.add_parser("verify",
                                    description="Check that every file a bundle's index lists is present and "
                                                "unchanged, and that nothing was added. Exit 0 when valid, 1 if not.")
     add_bundle_argument(check)
     add_key_flag(check)
     check.set_defaults(run=run_verify)
-    show = subcommands.add_parser("inspect", help="show a bundle's graph, restore decisions and freeze report",
+    show = subcommands.add_parser("inspect",
                                   description="Show what a verified bundle holds: its object graph with each "
                                               "object's restore decision, the guest freeze report and snapshots.")
     add_bundle_argument(show)

@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from .. import kinds
-from ..cluster import ConnectionOptions, KubeError, connect, default_namespace
+from ..errors import KubeError
 from ..kinds import UnknownKindError
 from . import completion
 
@@ -18,6 +18,7 @@ MAC_POLICIES = ("keep", "regenerate-on-collision", "regenerate", "clear")
 FIRMWARE_POLICIES = ("keep", "regenerate-on-collision", "regenerate")
 
 if TYPE_CHECKING:
+    from ..cluster import ConnectionOptions
     from ..sources import Selection, Source
 
 
@@ -129,6 +130,7 @@ def parse_targets(words: list[str]) -> tuple[tuple[kinds.Kind, str], ...]:
 
 
 def selection_and_source(args: argparse.Namespace) -> tuple[Selection, Source]:
+    from ..cluster import connect, default_namespace
     from ..sources import ClusterSource, ManifestSource, Selection, load_manifests
 
     targets = parse_targets(args.targets)
@@ -151,6 +153,8 @@ def selection_and_source(args: argparse.Namespace) -> tuple[Selection, Source]:
 
 
 def connection_options(args: argparse.Namespace) -> ConnectionOptions:
+    from ..cluster import ConnectionOptions
+
     return ConnectionOptions(kubeconfig=args.kubeconfig, context=args.context, cluster=args.cluster, user=args.user,
                              namespace=getattr(args, "namespace", None),
                              request_timeout=parse_duration(args.request_timeout))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from .. import kinds
@@ -176,10 +177,11 @@ complete_namespaces = NamespaceCompleter()
 
 # ---- kubectl's protocol: find the argument the last word belongs to, without running the parser's checks ----
 
-def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+def _subcommands(parser: argparse.ArgumentParser) -> Mapping[str, argparse.ArgumentParser]:
+    """The subcommands' parsers by name; a verb's parser is built only when it is looked up (see cli/main.py)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
+            return action.choices
     return {}
 
 
@@ -289,7 +291,7 @@ SETUP = {
 
 def register(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
-        "completion", help="print the shell completion script (bash, zsh or fish)",
+        "completion",
         description="Print the script that makes TAB complete kubectl-kvbackup's verbs, flags, TYPE/NAME "
                     "arguments, namespaces, contexts and bundle paths. 'kubectl kvbackup <TAB>' itself completes "
                     "through kubectl's own completion (kubectl 1.26+), which runs the kubectl_complete-kvbackup "

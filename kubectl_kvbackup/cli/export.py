@@ -28,7 +28,7 @@ EXAMPLES = """examples:
 
 def register(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
-        "export", help="write a verifiable bundle of VMs and everything they need",
+        "export",
         description="Export the object graph of the selected workloads as a bundle (directory or .tar.gz), with "
                     "export-time rules applied, guests frozen and thawed, and optional CSI snapshots.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -23,10 +23,9 @@ VMI_TYPES = (kinds.VMI, kinds.VM)
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
-    for verb, text in (("freeze", "freeze guest filesystems (for backup hooks)"),
-                       ("thaw", "thaw guest filesystems frozen by freeze")):
-        parser = subcommands.add_parser(verb, help=text, description=f"{text[0].upper()}{text[1:]}: vmi/NAME or "
-                                                                     "vm/NAME (the VM's running VMI).")
+    for verb, text in (("freeze", "Freeze guest filesystems (for backup hooks)"),
+                       ("thaw", "Thaw guest filesystems frozen by freeze")):
+        parser = subcommands.add_parser(verb, description=f"{text}: vmi/NAME or vm/NAME (the VM's running VMI).")
         add_targets(parser, "+", VMI_TYPES, "vmi/NAME", "vmi/NAME, or vm/NAME for the VM's running VMI")
         add_namespace_flag(parser)
         if verb == "freeze":

@@ -28,7 +28,7 @@ EXAMPLES = """examples:
 
 def register(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
-        "graph", help="show the object graph of VMs, VMIs, VMI replica sets and VM pools",
+        "graph",
         description="Show every Kubernetes object a backup of the selected workloads must carry, and why.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_selection_flags(parser)

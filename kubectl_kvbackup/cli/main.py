@@ -1,8 +1,9 @@
 """Entry point of ``kubectl-kvbackup``: parse, run one subcommand, turn every failure into one clear line.
 
-Verbs are modules of this package named in SUBCOMMANDS. Building the parser imports each one and calls its
-``register``, so a module's top level imports nothing heavy (the ``kubernetes`` client, ``cryptography``): its run
-functions do. That keeps ``--help`` and TAB completion instant; tests/test_cli_startup.py checks it for every verb.
+Verbs are registered by modules of this package (``VERBS``), each imported only when its verb is parsed: ``--help``
+lists the verbs from ``VERBS`` alone, and a command or a TAB completion loads the one module it names. A module's top
+level imports nothing heavy (the ``kubernetes`` client, ``cryptography``): its run functions do. That keeps ``--help``
+and TAB completion instant; tests/test_cli_startup.py checks it for every verb.
 """
 
 from __future__ import annotations
@@ -10,19 +11,24 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator, MutableMapping
 from importlib import import_module
 
-#: one line per verb module (kubectl_kvbackup/cli/<name>.py with ``register(subcommands)``)
-SUBCOMMANDS = (
-    "graph",
-    "export",
-    "bundles",
-    "freeze",
-    "restore",
-    "webhook",
-    "completion",
-    "version",
-)
+#: each verb: the module of this package that registers it (``register(subcommands)``, which adds the verb's parser
+#: without a ``help``), and the verb's line in ``--help``
+VERBS: dict[str, tuple[str, str]] = {
+    "graph": ("graph", "show the object graph of VMs, VMIs, VMI replica sets and VM pools"),
+    "export": ("export", "write a verifiable bundle of VMs and everything they need"),
+    "verify": ("bundles", "check a bundle's files against its index"),
+    "inspect": ("bundles", "show a bundle's graph, restore decisions and freeze report"),
+    "freeze": ("freeze", "freeze guest filesystems (for backup hooks)"),
+    "thaw": ("freeze", "thaw guest filesystems frozen by freeze"),
+    "restore": ("restore", "restore a bundle into a cluster, volumes included"),
+    "adopt": ("restore", "re-point set-aside owners of restored objects whose owners exist now"),
+    "webhook": ("webhook", "install, uninstall or render the restore-rules admission webhook"),
+    "completion": ("completion", "print the shell completion script (bash, zsh or fish)"),
+    "version": ("version", "print the plugin, bundle format and Python versions"),
+}
 INTERRUPTED = "no bundle was written; guests this command froze were thawed unless an error above says otherwise"
 COMPLETION_EXECUTABLE = "kubectl_complete-kvbackup"
 
@@ -45,6 +51,42 @@ def _remember_prog(parser: argparse.ArgumentParser) -> None:
                 _remember_prog(child)
 
 
+class _VerbParsers(MutableMapping):
+    """The verbs' parsers by name, as argparse keeps them for a subcommand action: every verb of ``VERBS`` is in it
+    from the start, and its parser is built (its module imported and registered) the first time it is looked up."""
+
+    def __init__(self, subcommands: argparse._SubParsersAction):
+        self._subcommands = subcommands
+        self._parsers: dict[str, argparse.ArgumentParser] = {}
+        self._registering = False
+
+    def __getitem__(self, verb: str) -> argparse.ArgumentParser:
+        if verb not in self._parsers and verb in VERBS:
+            self._registering = True  # argparse (3.11+) refuses to add a parser for a name already "in" the map
+            try:
+                import_module(f"{__package__}.{VERBS[verb][0]}").register(self._subcommands)
+            finally:
+                self._registering = False
+            for parser in self._parsers.values():
+                _remember_prog(parser)
+        return self._parsers[verb]
+
+    def __setitem__(self, verb: str, parser: argparse.ArgumentParser) -> None:
+        self._parsers[verb] = parser
+
+    def __delitem__(self, verb: str) -> None:
+        del self._parsers[verb]
+
+    def __contains__(self, verb: object) -> bool:
+        return verb in (self._parsers if self._registering else VERBS)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(VERBS)
+
+    def __len__(self) -> int:
+        return len(VERBS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
@@ -53,9 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                      epilog="Run 'kubectl kvbackup COMMAND --help' for a command's flags and examples.")
     parser.add_argument("--version", action="version", version=f"kubectl-kvbackup v{__version__}")
     subcommands = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
-    for name in SUBCOMMANDS:
-        import_module(f"{__package__}.{name}").register(subcommands)
-    _remember_prog(parser)
+    subcommands._name_parser_map = subcommands.choices = _VerbParsers(subcommands)
+    subcommands._choices_actions.extend(subcommands._ChoicesPseudoAction(verb, (), text)
+                                        for verb, (_, text) in VERBS.items())
     return parser
 
 

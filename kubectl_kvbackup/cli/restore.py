@@ -38,7 +38,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     from ..crypto import KEY_ENVIRONMENT
 
     parser = subcommands.add_parser(
-        "restore", help="restore a bundle into a cluster, volumes included",
+        "restore",
         description="Restore a verified bundle: missing namespaces first, then every object in dependency order with "
                     "the restore rules applied, volumes filled from the export's snapshots (or existing claims, or "
                     "imported again), and ownerReferences re-pointed at the restored owners.",
@@ -75,7 +75,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     add_connection_flags(parser)
     parser.set_defaults(run=run)
     adopter = subcommands.add_parser(
-        "adopt", help="re-point set-aside owners of restored objects whose owners exist now",
+        "adopt",
         description="Finish a restore made by another tool (Velero, kubectl apply of a bundle): objects created "
                     "before their owners keep those owners in the kvbackup.kubevirt.io/owner-references annotation; "
                     "adopt points their ownerReferences at the owners' current UIDs once the owners exist.")

@@ -14,7 +14,7 @@ VERSION_OUTPUTS = ("json", "yaml")
 
 def register(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
-        "version", help="print the plugin, bundle format and Python versions",
+        "version",
         description="Print the plugin version, the bundle format it writes, and the Python running it. With -o json "
                     "or yaml, also the API server's version when the cluster is reachable (as kubectl version).")
     parser.add_argument("-o", "--output", choices=VERSION_OUTPUTS, help="json or yaml, with the server's version")

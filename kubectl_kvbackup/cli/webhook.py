@@ -28,7 +28,7 @@ EXAMPLES = """examples:
 
 def register(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
-        "webhook", help="install, uninstall or render the restore-rules admission webhook",
+        "webhook",
         description="The restore-rules admission webhook applies KubeVirt's restore rules to objects restored by any "
                     "tool (Velero, GitOps, kubectl apply), cluster-side.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
