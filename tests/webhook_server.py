@@ -52,9 +52,10 @@ class WebhookServer:
     """``with WebhookServer(tls_dir, ca_pem, env={...}) as server:``; ``server.port`` (admission, probes),
     ``server.metrics_port``; stopped (SIGTERM) on exit."""
 
-    def __init__(self, tls_dir: str, ca_pem: bytes, env: dict[str, str] | None = None, workers: int = 2):
+    def __init__(self, tls_dir: str, ca_pem: bytes, env: dict[str, str] | None = None, workers: int = 2,
+                 startup_limit: float = STARTUP_LIMIT):
         self.tls_dir, self.ca_pem = tls_dir, ca_pem
-        self.workers = workers
+        self.workers, self.startup_limit = workers, startup_limit
         self._extra_env = {"KVBACKUP_WEBHOOK_WORKERS": str(workers), **(env or {})}
         self._listeners: list[socket.socket] = []
         self.process: subprocess.Popen | None = None
@@ -86,7 +87,7 @@ class WebhookServer:
         return self
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_LIMIT
+        deadline = time.monotonic() + self.startup_limit
         while True:
             try:
                 if self.get("/readyz")[0] == 200 and len(self.worker_pids()) >= self.workers:
