@@ -136,6 +136,16 @@ def test_a_compacted_watch_lists_again_and_a_failing_watch_makes_the_index_stale
     wait_for(lambda: index.unchecked_reason() is None, "the index to be current again")
 
 
+def test_a_watch_the_server_ends_at_once_is_retried_with_backoff_not_in_a_loop(fake_api, index, monkeypatch) -> None:
+    monkeypatch.setattr(identity_index, "WATCH_SECONDS", (0, 0))  # every watch ends as soon as it starts
+    index.start()
+    wait_for(lambda: index.synced, "the first lists")
+    time.sleep(2.0)
+    watches = [r for r in fake_api.requests if r.query.get("watch") == "1"]
+    # backoff of 0.8 s and more (with jitter) after each: a few per kind in 2 s, where a loop makes hundreds
+    assert 2 <= len(watches) <= 6, len(watches)
+
+
 def test_values_held_by_one_worker_are_seen_by_another_and_expire(tmp_path) -> None:
     path = str(tmp_path / "held.sqlite")
     now = [1000.0]

@@ -58,6 +58,9 @@ SILENCE_LIMIT = 90.0
 PAGE_TIMEOUT = 60.0
 #: the same reflector's backoff: NewExponentialBackoffManager(800ms, 30s, ..., factor 2.0, jitter 1.0)
 BACKOFF_FIRST, BACKOFF_MAX = 0.8, 30.0
+#: a watch the server ends this soon without a single event is a failure (client-go's reflector: "very short watch"),
+#: so a server or proxy that closes every watch at once gets backoff, not a loop of requests
+SHORT_WATCH = 1.0
 #: a watch down for longer than this makes answers "unchecked": a VM created meanwhile would be missed
 STALE_AFTER = 10.0
 #: seconds a held value outlives its review: long enough for the object to reach every worker's watch
@@ -207,7 +210,10 @@ class IdentityIndex:
                 if version is None:
                     version = self._list(kind, connection)
                     self._healthy(kind)
+                watched_from, started = version, self._clock()
                 version = self._watch(kind, connection, version)
+                if version == watched_from and self._clock() - started < SHORT_WATCH:
+                    raise KubeError(f"the watch of {kind.plural} ended at once without an event")
                 delay = BACKOFF_FIRST
             except _Expired:
                 log.info("identity index: %s watch expired, listing again", kind.plural)
