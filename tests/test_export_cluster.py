@@ -328,14 +328,19 @@ def test_snapshot_timeout_fails_the_export(capsys, cluster, tmp_path):
     assert fake.frozen_vmis() == set() and not (tmp_path / "b").exists()
 
 
+def plugin_process(*argv):
+    """``kubectl kvbackup ARGV`` in a subprocess that Ctrl-C reaches as at a terminal: a test run started in the
+    background of a script has SIGINT ignored, which its children would inherit (Python then never raises
+    KeyboardInterrupt)."""
+    return subprocess.Popen([sys.executable, "-m", "kubectl_kvbackup", *argv], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": REPO}, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
 def export_until_frozen(fake, kubeconfig, target, *extra):
     """An export in a subprocess, waiting for its snapshots to be cut (they never are) with both guests frozen."""
-    # Ctrl-C as at a terminal: a test run started in the background of a script has SIGINT ignored, which its
-    # children would inherit (Python then never raises KeyboardInterrupt)
-    process = subprocess.Popen([sys.executable, "-m", "kubectl_kvbackup", "export", "vmi/db", "vmi/cache",
-                                "--snapshot", *extra, "--kubeconfig", kubeconfig, "--to", str(target)],
-                               cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = plugin_process("export", "vmi/db", "vmi/cache", "--snapshot", *extra, "--kubeconfig", kubeconfig,
+                             "--to", str(target))
     wait_until(lambda: len(fake.frozen_vmis()) == 2 and len(fake.objects(*SNAPSHOTS)) == 2,
                "both guests frozen and both snapshots created", process)
     return process
@@ -452,6 +457,20 @@ def test_a_second_interrupt_during_the_thaw_does_not_cut_it_short(cluster, tmp_p
     assert fake.objects(*SNAPSHOTS) == [], err  # nor does it cut the snapshots' deletion short
     assert "Traceback" not in err
 
+
+
+def test_an_interrupted_verb_says_only_what_it_leaves_behind(cluster):
+    fake, kubeconfig = cluster
+    fake.inject("GET", r"/virtualmachines$", delay=5.0)
+    process = plugin_process("graph", "--all", "--kubeconfig", kubeconfig)
+    try:
+        wait_until(lambda: any(r.path.endswith("/virtualmachines") for r in fake.requests), "the list", process)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=PATIENCE)
+    finally:
+        process.kill()
+    # graph writes nothing and freezes nothing: an export's words about bundles and guests would mislead
+    assert (process.returncode, err) == (130, "error: interrupted\n")
 
 
 def test_exclude_secrets_needs_no_access_to_secrets(capsys, cluster, tmp_path):

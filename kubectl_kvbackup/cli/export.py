@@ -51,7 +51,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--exclude-secrets", action="store_true", help="leave Secrets out (recorded in the index)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summary on stderr")
     add_connection_flags(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, after_interrupt="no bundle was written; guests this command froze were thawed "
+                                                  "unless an error above says otherwise")
 
 
 def parse_unfreeze_timeout(text: str) -> float:

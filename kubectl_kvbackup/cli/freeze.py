@@ -33,7 +33,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
                                 help="KubeVirt thaws the guest by itself after this long (default 5m)")
             parser.add_argument("--parallel", type=int, default=4, metavar="N", help="guests frozen at once")
         add_connection_flags(parser)
-        parser.set_defaults(run=run_freeze if verb == "freeze" else run_thaw)
+        parser.set_defaults(run=run_freeze if verb == "freeze" else run_thaw,
+                            after_interrupt="guests this command froze were thawed unless an error above says "
+                                            "otherwise" if verb == "freeze" else "")
 
 
 def _vmi_refs(args: argparse.Namespace, namespace: str) -> list[Ref]:

@@ -29,7 +29,6 @@ VERBS: dict[str, tuple[str, str]] = {
     "completion": ("completion", "print the shell completion script (bash, zsh or fish)"),
     "version": ("version", "print the plugin, bundle format and Python versions"),
 }
-INTERRUPTED = "no bundle was written; guests this command froze were thawed unless an error above says otherwise"
 COMPLETION_EXECUTABLE = "kubectl_complete-kvbackup"
 
 
@@ -128,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         print(_one_error_line(error), file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print(f"error: interrupted: {INTERRUPTED}", file=sys.stderr)
+        print(f"error: interrupted{_what_stays(args)}", file=sys.stderr)
         return 130
     except Terminated:
-        print(f"error: terminated: {INTERRUPTED}", file=sys.stderr)
+        print(f"error: terminated{_what_stays(args)}", file=sys.stderr)
         return 143
     except BrokenPipeError:
         return 0
@@ -143,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unexpected {type(error).__name__}: {error} (rerun with -v=9 for details, and please report it)",
               file=sys.stderr)
         return 1
+
+
+def _what_stays(args: argparse.Namespace) -> str:
+    """What an interrupted verb leaves behind, as the verb says it (``set_defaults(after_interrupt=...)``)."""
+    text = getattr(args, "after_interrupt", "")
+    return f": {text}" if text else ""
 
 
 def _one_error_line(error: Exception) -> str:
