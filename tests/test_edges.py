@@ -375,3 +375,44 @@ def test_host_disk_shows_in_graph_output_warnings_and_the_export_index(capsys, t
     assert read_bundle(str(tmp_path / "b")).index["dataNotCaptured"] == [
         {"object": Ref.of(kinds.VM, "demo", "hd").to_dict(), "path": f"{T}.volumes[1].hostDisk.path",
          "what": "hostDisk /var/lib/disks/hd.img on the node: data not captured"}]
+
+
+HOOKS = "hooks.kubevirt.io/hookSidecars"
+SIDECARS = ('[{"image": "quay.io/kubevirt/sidecar-shim", "args": ["--version", "v1alpha2"], '
+            '"configMap": {"name": "smbios-hook", "key": "hook.sh", "hookPath": "/usr/bin/onDefineDomain"}}, '
+            '{"image": "quay.io/kubevirt/sidecar-shim", "pvc": {"name": "debug-tools", "volumePath": "/debug", '
+            '"sharedComputePath": "/var/run/debug"}}]')
+
+
+@pytest.mark.parametrize("kind,template_path", [
+    (kinds.VM, ("spec", "template", "metadata")),
+    (kinds.VMI, ("metadata",)),
+    (kinds.VMIRS, ("spec", "template", "metadata")),
+    (kinds.VMPOOL, ("spec", "virtualMachineTemplate", "spec", "template", "metadata")),
+])
+def test_hook_sidecars_reach_the_config_map_and_pvc_they_mount(kind, template_path):
+    """virt-controller mounts a hook sidecar's ConfigMap and PVC into the launcher pod (kubevirt pkg/hooks/hooks.go,
+    pkg/virt-controller/services/template.go): the VMI does not start without them."""
+    root = obj(kind.api_version, kind.kind, "hooked")
+    node = root
+    for key in template_path:
+        node = node.setdefault(key, {})
+    node["annotations"] = {HOOKS: SIDECARS}
+    decoys = [obj("v1", "ConfigMap", "hook"), obj("v1", "PersistentVolumeClaim", "debug")]
+    graph = graph_of(kind, "hooked", [root, obj("v1", "ConfigMap", "smbios-hook"),
+                                      obj("v1", "PersistentVolumeClaim", "debug-tools"), *decoys])
+    path = ".".join(template_path) + f".annotations[{HOOKS}]"
+    source = Ref.of(kind, "demo", "hooked")
+    assert {e for e in edge_set(graph) if e[0] == source and HOOKS in e[2]} == {
+        (source, Ref.of(kinds.CONFIG_MAP, "demo", "smbios-hook"), f"{path}[0].configMap.name", False),
+        (source, Ref.of(kinds.PVC, "demo", "debug-tools"), f"{path}[1].pvc.name", False),
+        (source, Ref.of(kinds.DATA_VOLUME, "demo", "debug-tools"), f"{path}[1].pvc.name", True)}
+    assert not {Ref.of(kinds.CONFIG_MAP, "demo", "hook"), Ref.of(kinds.PVC, "demo", "debug")} & set(graph.objects)
+
+
+@pytest.mark.parametrize("annotation", ["not json", '{"configMap": {"name": "x"}}', '[{"configMap": "x"}, 3]',
+                                        '[{"pvc": {"name": 7}}]'])
+def test_a_hook_sidecars_annotation_kubevirt_cannot_read_gives_no_edge_and_no_error(annotation):
+    vmi = obj("kubevirt.io/v1", "VirtualMachineInstance", "odd", metadata={"annotations": {HOOKS: annotation}})
+    graph = graph_of(kinds.VMI, "odd", [vmi])
+    assert not [e for e in graph.edges if HOOKS in e.path]

@@ -7,6 +7,7 @@ a missing required target is a broken VM, reported by the walk.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
 
@@ -237,6 +238,30 @@ def vmi_spec_edges(spec: Obj, namespace: str, prefix: str, per_vm: PerVMNames = 
             yield Edge(network_attachment_ref(name, namespace), f"{prefix}.networks[{i}].multus.networkName")
 
 
+#: KubeVirt's hook sidecars, a JSON list in a VMI's annotations (kubevirt pkg/hooks/hooks.go HookSidecar): an entry
+#: may name a ConfigMap holding the hook's script and a PVC mounted into the sidecar, both mounted into the launcher
+#: pod by virt-controller (pkg/virt-controller/services/template.go), which does not start without them
+HOOK_SIDECARS_ANNOTATION = "hooks.kubevirt.io/hookSidecars"
+
+
+def hook_sidecar_edges(metadata: Obj, namespace: str, prefix: str) -> Iterator[Edge]:
+    """The ConfigMaps and PVCs the hook sidecars of a VMI (or a template of one) mount. An annotation that is not
+    such a list gives none: virt-controller refuses to start that VMI anyway."""
+    text = ((metadata.get("annotations") or {}) if isinstance(metadata, dict) else {}).get(HOOK_SIDECARS_ANNOTATION)
+    try:
+        sidecars = json.loads(text) if isinstance(text, str) else []
+    except ValueError:
+        return
+    path = f"{prefix}.annotations[{HOOK_SIDECARS_ANNOTATION}]"
+    for i, sidecar in enumerate(sidecars if isinstance(sidecars, list) else []):
+        config_map, claim = _dig(sidecar, ("configMap", "name")), _dig(sidecar, ("pvc", "name"))
+        if isinstance(config_map, str) and config_map:
+            yield Edge(Ref.of(kinds.CONFIG_MAP, namespace, config_map), f"{path}[{i}].configMap.name")
+        if isinstance(claim, str) and claim:
+            yield Edge(Ref.of(kinds.PVC, namespace, claim), f"{path}[{i}].pvc.name")
+            yield Edge(Ref.of(kinds.DATA_VOLUME, namespace, claim), f"{path}[{i}].pvc.name", optional=True)
+
+
 # --- per kind ------------------------------------------------------------------------------------------------
 
 def _owned_vmi_edge(vm: Obj, index: Index) -> Iterator[Edge]:
@@ -338,6 +363,7 @@ def vm_edges(vm: Obj, index: Index) -> list[Edge]:
     return [
         *_matcher_edges(spec, status, namespace, "spec"),
         *vmi_spec_edges(template_spec, namespace, "spec.template.spec"),
+        *hook_sidecar_edges((spec.get("template") or {}).get("metadata") or {}, namespace, "spec.template.metadata"),
         *data_volume_template_edges(spec, namespace, "spec"),
         *_persistent_state_edges(vm, template_spec, index, "spec.template.spec"),
         *_pool_revision_edge(vm),
@@ -359,8 +385,8 @@ def vmi_edges(vmi: Obj, index: Index) -> list[Edge]:
     pods = [Edge(Ref.of(kinds.POD, namespace, _meta(p)["name"]), f"metadata.uid (label {LAUNCHER_POD_LABEL})")
             for p in launcher_pods_of(vmi, index)]
     spec = vmi.get("spec") or {}
-    return [*vmi_spec_edges(spec, namespace, "spec"), *_persistent_state_edges(vmi, spec, index, "spec"),
-            *sorted(pods, key=lambda e: e.target)]
+    return [*vmi_spec_edges(spec, namespace, "spec"), *hook_sidecar_edges(_meta(vmi), namespace, "metadata"),
+            *_persistent_state_edges(vmi, spec, index, "spec"), *sorted(pods, key=lambda e: e.target)]
 
 
 def is_launcher_pod(pod: Obj) -> bool:
@@ -410,9 +436,11 @@ def replica_set_vmis(rs: Obj, index: Index) -> list[tuple[Obj, str]]:
 
 def vmirs_edges(rs: Obj, index: Index) -> list[Edge]:
     namespace = _meta(rs).get("namespace", "")
-    template_spec = ((rs.get("spec") or {}).get("template") or {}).get("spec") or {}
+    template = (rs.get("spec") or {}).get("template") or {}
     members = [Edge(Ref.of(kinds.VMI, namespace, _meta(v)["name"]), how) for v, how in replica_set_vmis(rs, index)]
-    return [*vmi_spec_edges(template_spec, namespace, "spec.template.spec"), *sorted(members, key=lambda e: e.target)]
+    return [*vmi_spec_edges(template.get("spec") or {}, namespace, "spec.template.spec"),
+            *hook_sidecar_edges(template.get("metadata") or {}, namespace, "spec.template.metadata"),
+            *sorted(members, key=lambda e: e.target)]
 
 
 def pool_per_vm_names(pool: Obj) -> PerVMNames:
@@ -440,6 +468,8 @@ def pool_edges(pool: Obj, index: Index) -> list[Edge]:
         *_matcher_edges(vm_spec, {}, namespace, prefix),
         *vmi_spec_edges((vm_spec.get("template") or {}).get("spec") or {}, namespace, f"{prefix}.template.spec",
                         pool_per_vm_names(pool)),
+        *hook_sidecar_edges((vm_spec.get("template") or {}).get("metadata") or {}, namespace,
+                            f"{prefix}.template.metadata"),
         *data_volume_template_edges(vm_spec, namespace, prefix, templated=True),
         *vms,
     ]
