@@ -7,6 +7,7 @@ snapshot, wait for the cut, thaw, wait until ready, write.
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
@@ -54,9 +55,20 @@ class Entry:
     data: str | None = None  # PVCs: what the bundle holds of their data, "snapshot" or "none"
 
 
-def backup_name_from(timestamp: str) -> str:
-    """``kvbackup-20261125t012233z``: a valid label value and name suffix derived from the creation time."""
-    return "kvbackup-" + re.sub(r"[^0-9a-z]", "", timestamp.lower().split(".")[0]) + "z"
+#: the characters kube-apiserver's generateName appends (k8s.io/apimachinery/pkg/util/rand: no vowels, no digits that
+#: read as letters), so a suffix never spells a word
+NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def backup_name_from(timestamp: str, suffix: str) -> str:
+    """``kvbackup-20261125t012233z-x7k2q``: a valid label value and name suffix, from the creation time and a random
+    ``suffix`` (``name_suffix()``), so that two exports started in the same second never share snapshot names or
+    labels."""
+    return "kvbackup-" + re.sub(r"[^0-9a-z]", "", timestamp.lower().split(".")[0]) + f"z-{suffix}"
+
+
+def name_suffix(length: int = 5) -> str:
+    return "".join(secrets.choice(NAME_SUFFIX_ALPHABET) for _ in range(length))
 
 
 def apply_ready(obj: Obj, backup_name: str, snapshot_name: str | None = None) -> Obj:

@@ -58,6 +58,13 @@ def test_export_applies_every_export_time_rule(capsys, tmp_path):
     assert "file" not in unfinished and unfinished["original"].startswith("original/")
 
 
+def test_default_backup_names_are_the_time_and_a_random_suffix(capsys, tmp_path):
+    """Two exports started in the same second must not share a name: it labels and names their snapshots."""
+    names = [export_demo(capsys, tmp_path / f"b{i}").index["name"] for i in range(2)]
+    assert all(re.fullmatch(r"kvbackup-\d{8}t\d{6}z-[bcdfghjklmnpqrstvwxz2456789]{5}", name) for name in names), names
+    assert names[0] != names[1]
+
+
 def test_objects_kubevirt_recreates_are_recorded_but_not_restorable(capsys, tmp_path):
     bundle = export_demo(capsys, tmp_path / "b")
     for kind, name, rule in (("VirtualMachineInstance", "fedora", "owned-vmi"),

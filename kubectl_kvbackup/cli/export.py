@@ -142,7 +142,7 @@ def validate(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..clock import now_iso
     from ..crypto import load_key
-    from ..export import ExportOptions, backup_name_from, cut_deadline
+    from ..export import ExportOptions, backup_name_from, cut_deadline, name_suffix
 
     validate(args)
     unfreeze = parse_unfreeze_timeout(args.unfreeze_timeout)
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
                    "encrypt them, or --exclude-secrets")
     created = now_iso()
     snapshot_timeout = parse_duration(args.snapshot_timeout) or 600.0
-    options = ExportOptions(backup_name=args.name or backup_name_from(created), freeze=args.freeze,
+    options = ExportOptions(backup_name=args.name or backup_name_from(created, name_suffix()), freeze=args.freeze,
                             unfreeze_timeout=go_duration(unfreeze), parallel=args.parallel, snapshot=args.snapshot,
                             snapshot_class=args.snapshot_class, snapshot_timeout=snapshot_timeout,
                             cut_timeout=min(cut_deadline(unfreeze), snapshot_timeout), key=key,
