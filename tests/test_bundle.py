@@ -247,6 +247,17 @@ def test_existing_target_is_never_overwritten(capsys, tmp_path):
     assert os.listdir(tmp_path / "b") == ["keep"]
 
 
+@pytest.mark.parametrize("suffix", ["", ".tar.gz"])
+def test_a_target_whose_directory_is_missing_or_unwritable_is_named_up_front(capsys, tmp_path, suffix):
+    code, _, err = run(capsys, "export", "-f", EXAMPLES, "-n", "demo", "--all", "--exclude-secrets", "--to",
+                       str(tmp_path / "missing" / f"b{suffix}"))
+    assert (code, err) == (1, f"error: the directory {tmp_path / 'missing'} does not exist: create it first\n")
+    # /sys refuses new entries even to root
+    code, _, err = run(capsys, "export", "-f", EXAMPLES, "-n", "demo", "--all", "--exclude-secrets", "--to",
+                       f"/sys/b{suffix}")
+    assert code == 1 and err.startswith("error: cannot write in /sys: ") and "Traceback" not in err
+
+
 def test_failed_export_leaves_nothing_behind(capsys, tmp_path):
     code, _, err = run(capsys, "export", "-f", EXAMPLES, "-n", "demo", "vm/nope", "--to", str(tmp_path / "b"))
     assert code == 1 and "not found" in err
