@@ -32,12 +32,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _MODULE_VARIABLE, _FILE_VARIABLE = "KVBACKUP_MUTANT_MODULE", "KVBACKUP_MUTANT_FILE"
 
 #: short name -> (import name, source path, the tests that exercise it)
-RULES_TESTS = ("tests/test_rules.py", "tests/test_webhook.py")
+RULES_TESTS = ("tests/test_rules.py", "tests/test_export_rules.py", "tests/test_pins.py", "tests/test_identity.py",
+               "tests/test_webhook.py")
 MODULES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     **{f"rules.{name}": (f"kubectl_kvbackup.rules.{name}", f"kubectl_kvbackup/rules/{name}.py", RULES_TESTS)
        for name in ("context", "export", "identity", "objects", "restore")},
     "edges": ("kubectl_kvbackup.graph.edges", "kubectl_kvbackup/graph/edges.py",
-              ("tests/test_edges.py", "tests/test_rules.py")),
+              ("tests/test_edges.py", "tests/test_pins.py", "tests/test_rules.py", "tests/test_graph_cli.py",
+               "tests/test_graph_cluster.py")),
     "bundle": ("kubectl_kvbackup.bundle", "kubectl_kvbackup/bundle.py",
                ("tests/test_bundle_pins.py", "tests/test_bundle.py")),
     "admission": ("kvbackup_webhook.admission", "webhook/admission.py", ("tests/test_webhook.py",)),

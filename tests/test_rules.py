@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from kubectl_kvbackup import rules
 from kubectl_kvbackup.rules import RestoreContext
 
@@ -136,6 +138,17 @@ def test_set_aside_owners_are_written_only_with_a_uid_from_this_cluster():
     done = rules.remap_owner_references(result, lambda owner, ns: "new-vm")
     assert done["metadata"]["ownerReferences"] == [{**DV_OWNER, "uid": "new-dv"}, {**vm_owner, "uid": "new-vm"}]
     assert "annotations" not in done["metadata"]
+
+
+def test_an_object_with_no_owner_to_re_point_comes_back_exactly_as_it_was():
+    # the annotation as a person or another tool may have written it: kept byte for byte while no owner is found
+    spaced = pvc(annotations={rules.OWNER_REFERENCES_ANNOTATION: f"[{json.dumps(DV_OWNER)}]"})
+    assert rules.remap_owner_references(spaced, lambda owner, ns: None) == spaced
+    bare = {"apiVersion": "v1", "kind": "ConfigMap"}  # nothing set aside: no metadata made up either
+    assert rules.remap_owner_references(bare, lambda owner, ns: "uid") == bare
+    unreadable = pvc(annotations={rules.OWNER_REFERENCES_ANNOTATION: "[not json"})
+    assert rules.set_aside_owners(unreadable) == []
+    assert rules.remap_owner_references(unreadable, lambda owner, ns: "uid") == unreadable
 
 
 def test_live_owner_references_are_kept_as_they_are():
