@@ -50,19 +50,7 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
-    """libyaml's emitter when PyYAML has it (about 10x faster), and no anchors or aliases: a manifest spells each
-    value out, as kubectl writes it — and skipping the alias bookkeeping makes dumping a third faster."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def dump_yaml(obj: Any) -> bytes:
-    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False).encode()
 
 
 #: Archive suffixes users may give ``--to``; kvbackup writes only the first two.

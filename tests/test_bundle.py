@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from kubectl_kvbackup import rules
-from kubectl_kvbackup.bundle import dump_yaml, read_bundle
+from kubectl_kvbackup.bundle import read_bundle
 from kubectl_kvbackup.cli.main import main
+from kubectl_kvbackup.yamlout import dump_yaml
 
 from .helpers import EXAMPLES, REPO
 
