@@ -85,7 +85,7 @@ class TarStream:
     """A PAX-format tar written into a gzip stream, byte for byte as ``tarfile`` writes it, at a fraction of its cost
     per member: each header is ``tarfile``'s own for the member's mode and type, made once and stamped with the
     member's name, size and checksum (a name ``tarfile`` would give a PAX header gets ``tarfile``'s whole header);
-    members are compressed in large chunks, not three small writes each."""
+    members are compressed in large chunks, not in three small writes each."""
 
     CHUNK = 1 << 20
 
@@ -133,10 +133,8 @@ class TarStream:
         self._write(self._header(name, mode, 0, tarfile.DIRTYPE))
 
     def add_file(self, name: str, mode: int, data: bytes) -> None:
-        self._write(self._header(name, mode, len(data), tarfile.REGTYPE))
-        self._write(data)
-        if len(data) % tarfile.BLOCKSIZE:
-            self._write(tarfile.NUL * (tarfile.BLOCKSIZE - len(data) % tarfile.BLOCKSIZE))
+        padding = tarfile.NUL * (-len(data) % tarfile.BLOCKSIZE)
+        self._write(self._header(name, mode, len(data), tarfile.REGTYPE) + data + padding)
 
     def close(self) -> None:
         """The end-of-archive blocks and the padding to a whole record, as ``TarFile.close`` writes them."""

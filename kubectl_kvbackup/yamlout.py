@@ -81,7 +81,7 @@ def _text(value: Any) -> str:
 
 
 def _scalar_line(out: list[str], prefix: str, value: Any) -> None:
-    text = _text(value)
+    text = (type(value) is str and _texts.get(value)) or _text(value)
     if " " in text and len(prefix) + len(text) > _WIDTH:
         raise _Unsure
     out.append(prefix + text + "\n")
@@ -94,7 +94,7 @@ def _mapping(out: list[str], mapping: dict[Any, Any], indent: int, first: str) -
     for key, value in mapping.items():
         if type(key) is not str or len(key) >= _SIMPLE_KEY_LENGTH:
             raise _Unsure
-        head = prefix + _text(key) + ":"
+        head = prefix + (_texts.get(key) or _text(key)) + ":"
         prefix = pad
         kind = type(value)
         if kind is dict:
