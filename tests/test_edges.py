@@ -410,3 +410,15 @@ def test_host_disk_shows_in_graph_output_warnings_and_the_export_index(capsys, t
     assert read_bundle(str(tmp_path / "b")).index["dataNotCaptured"] == [
         {"object": Ref.of(kinds.VM, "demo", "hd").to_dict(), "path": f"{T}.volumes[1].hostDisk.path",
          "what": "hostDisk /var/lib/disks/hd.img on the node: data not captured"}]
+
+
+def test_a_secret_left_unread_is_listed_once_however_often_it_is_reached():
+    vm = obj("kubevirt.io/v1", "VirtualMachine", "twice", spec={"template": {"spec": {"volumes": [
+        {"name": "a", "secret": {"secretName": "shared"}},
+        {"name": "b", "cloudInitNoCloud": {"secretRef": {"name": "shared"}}},
+        {"name": "c", "sysprep": {"secret": {"name": "other"}}}]}}})
+    source = ManifestSource([vm])
+    ref = Ref.of(kinds.VM, "demo", "twice")
+    graph = walk([(ref, vm)], source, unread_kinds={(kinds.SECRET.group, kinds.SECRET.kind)})
+    assert graph.unread == [Ref.of(kinds.SECRET, "demo", "shared"), Ref.of(kinds.SECRET, "demo", "other")]
+    assert len([e for e in graph.edges if e.target.name == "shared"]) == 2
