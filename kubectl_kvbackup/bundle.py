@@ -119,9 +119,13 @@ class TarStream:
         return bytes(block)
 
     def _write(self, data: bytes) -> None:
+        self._offset += len(data)
+        if len(data) >= self.CHUNK:  # the index, megabytes: compressed as it is rather than copied on the way
+            self._flush()
+            self._gzip.write(data)
+            return
         self._pending.append(data)
         self._pending_size += len(data)
-        self._offset += len(data)
         if self._pending_size >= self.CHUNK:
             self._flush()
 
@@ -133,8 +137,13 @@ class TarStream:
         self._write(self._header(name, mode, 0, tarfile.DIRTYPE))
 
     def add_file(self, name: str, mode: int, data: bytes) -> None:
+        header = self._header(name, mode, len(data), tarfile.REGTYPE)
         padding = tarfile.NUL * (-len(data) % tarfile.BLOCKSIZE)
-        self._write(self._header(name, mode, len(data), tarfile.REGTYPE) + data + padding)
+        if len(data) < self.CHUNK:
+            self._write(header + data + padding)
+        else:
+            for part in (header, data, padding):
+                self._write(part)
 
     def close(self) -> None:
         """The end-of-archive blocks and the padding to a whole record, as ``TarFile.close`` writes them."""
