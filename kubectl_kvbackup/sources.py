@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from abc import ABC, abstractmethod
 from collections import defaultdict
 from dataclasses import dataclass
-from abc import ABC, abstractmethod
 from typing import Any, Callable, Hashable, Iterable, Iterator, Protocol
 
 import yaml
