@@ -35,7 +35,7 @@ ROUNDS = 3
 #: The same serialiser as the export, so that the ratio measures what export adds.
 BASELINE = """
 import os, sys
-from kubectl_kvbackup.bundle import dump_yaml
+from kubectl_kvbackup.yamlout import dump_yaml
 from kubectl_kvbackup.cluster import ConnectionOptions, connect
 kubeconfig, folder, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
 connection = connect(ConnectionOptions(kubeconfig=kubeconfig))

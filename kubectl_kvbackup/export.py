@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from . import __version__, kinds, rules
-from .bundle import FORMAT, FORMAT_VERSION, ORIGINAL, RESOURCES, SHARED, BundleWriter, dump_yaml, object_path
+from .bundle import FORMAT, FORMAT_VERSION, ORIGINAL, RESOURCES, SHARED, BundleWriter, object_path
 from .clock import Progress, now_iso
 from .cluster import ApiError, Connection, KubeError, collection_path
 from .cluster import object_path as api_path
@@ -24,6 +24,7 @@ from .graph.walk import Graph
 from .refs import Ref, ref_of
 from .snapshots import (SnapshotRecord, create_snapshots, cut, delete_snapshots, read_contents, wait_for,
                         wait_until_ready)
+from .yamlout import dump_yaml
 
 Obj = dict[str, Any]
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from abc import ABC, abstractmethod
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Callable, Hashable, Iterable, Iterator, Protocol
 
 import yaml
 
@@ -27,9 +28,49 @@ class Source(Protocol):
 
     def list(self, kind: Kind, namespace: str) -> list[Obj]: ...
 
+    def labelled(self, kind: Kind, namespace: str, key: str, value: str) -> list[Obj]: ...
+
+    def owned_by(self, kind: Kind, namespace: str, uid: str) -> list[Obj]: ...
+
     def list_all(self, kind: Kind) -> list[Obj]: ...
 
     def not_found(self, kind: Kind, namespace: str, name: str) -> KubeError: ...
+
+
+class Lookups(ABC):
+    """The graph index's ``labelled`` and ``owned_by`` over a source's ``list``: each grouping of one kind and
+    namespace (by one label key, or by owner UID) is made on first use and kept, as the listings themselves are."""
+
+    def __init__(self) -> None:
+        self._groupings: dict[tuple[str, str, str, str], dict[Hashable, list[Obj]]] = {}
+
+    @abstractmethod
+    def list(self, kind: Kind, namespace: str) -> list[Obj]: ...
+
+    def _grouped(self, kind: Kind, namespace: str, by: str,
+                 keys_of: Callable[[Obj], Iterable[Hashable]]) -> dict[Hashable, list[Obj]]:
+        slot = (kind.group, kind.kind, namespace if kind.namespaced else "", by)
+        if slot not in self._groupings:
+            grouped: dict[Hashable, list[Obj]] = {}
+            for obj in self.list(kind, namespace):
+                for key in keys_of(obj):
+                    grouped.setdefault(key, []).append(obj)
+            self._groupings[slot] = grouped
+        return self._groupings[slot]
+
+    def labelled(self, kind: Kind, namespace: str, key: str, value: str) -> list[Obj]:
+        def label_value(obj: Obj) -> list[Hashable]:
+            labels = (obj.get("metadata") or {}).get("labels") or {}
+            return [labels[key]] if key in labels and isinstance(labels[key], Hashable) else []
+        return list(self._grouped(kind, namespace, f"label {key}", label_value).get(value, ()))
+
+    def owned_by(self, kind: Kind, namespace: str, uid: str) -> list[Obj]:
+        def owner_uids(obj: Obj) -> Iterable[Hashable]:
+            references = (obj.get("metadata") or {}).get("ownerReferences") or []
+            uids = (r.get("uid") or "" for r in references if isinstance(r, dict))
+            # once per UID, though an object may name the same owner twice
+            return dict.fromkeys(u for u in uids if isinstance(u, Hashable))
+        return list(self._grouped(kind, namespace, "owner uids", owner_uids).get(uid, ()))
 
 
 # --- manifests -----------------------------------------------------------------------------------------------
@@ -118,10 +159,11 @@ def load_manifests(paths: Iterable[str], default_namespace: str) -> list[Obj]:
     return objects
 
 
-class ManifestSource:
+class ManifestSource(Lookups):
     """Objects read from files: the same graph without a cluster."""
 
     def __init__(self, objects: Iterable[Obj]):
+        super().__init__()
         self._by_ref: dict[Ref, Obj] = {}
         self._by_kind: dict[tuple[str, str, str], list[Obj]] = defaultdict(list)
         for obj in objects:
@@ -158,13 +200,14 @@ class Served:
     namespaced: bool
 
 
-class ClusterSource:
+class ClusterSource(Lookups):
     """A cluster, read with one paginated LIST per kind and namespace (per kind with ``all_namespaces``).
 
     Every later lookup is answered from that cache, so the number of requests grows with kinds, not objects.
     """
 
     def __init__(self, connection: Connection, all_namespaces: bool = False, warn=None):
+        super().__init__()
         self.connection = connection
         self.all_namespaces = all_namespaces
         self._warn = warn or (lambda message: None)

@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from kubectl_kvbackup import rules
-from kubectl_kvbackup.bundle import dump_yaml, read_bundle
+from kubectl_kvbackup.bundle import read_bundle
 from kubectl_kvbackup.cli.main import main
+from kubectl_kvbackup.yamlout import dump_yaml
 
 from .helpers import EXAMPLES, REPO
 
@@ -157,19 +158,16 @@ def test_tarball_round_trip_and_truncation(capsys, tmp_path):
 
 
 def test_bundle_streams_to_stdout(tmp_path):
+    scratch = tmp_path / "tmp"  # where the archive is built before it is copied out: left empty
+    scratch.mkdir()
     result = subprocess.run([sys.executable, "-m", "kubectl_kvbackup", "export", "-f", EXAMPLES, "-n", "demo",
                              "vm/windows", "--to", "-", "-q"], capture_output=True, cwd=REPO, timeout=60,
-                            env={**os.environ, "PYTHONPATH": REPO})
+                            env={**os.environ, "PYTHONPATH": REPO, "TMPDIR": str(scratch)})
     assert result.returncode == 0, result.stderr
     (tmp_path / "s.tar.gz").write_bytes(result.stdout)
     bundle = read_bundle(str(tmp_path / "s.tar.gz"))
     assert bundle.index["roots"][0]["name"] == "windows"
-    assert not [p for p in os.listdir(tempfile_dir()) if p.startswith(".stdout.")]
-
-
-def tempfile_dir():
-    import tempfile
-    return tempfile.gettempdir()
+    assert os.listdir(scratch) == []
 
 
 def test_inspect_outputs(capsys, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -10,7 +11,7 @@ import tempfile
 
 import pytest
 
-from kubectl_kvbackup.bundle import FORMAT, FORMAT_VERSION, INDEX, BundleError, BundleWriter, read_bundle
+from kubectl_kvbackup.bundle import FORMAT, FORMAT_VERSION, INDEX, BundleError, BundleWriter, TarStream, read_bundle
 
 
 def write_index(folder: str, index: dict) -> str:
@@ -64,3 +65,32 @@ def test_a_bundle_streamed_to_stdout_is_staged_in_the_temporary_directory_and_ho
     with tarfile.open(fileobj=io.BytesIO(out.getvalue()), mode="r:gz") as tar:
         names = set(tar.getnames())
     assert {INDEX, "resources/VirtualMachine/vm.yaml"} <= names
+
+
+def test_the_archive_is_the_tar_tarfile_writes_for_the_same_members(tmp_path) -> None:
+    """The writer stamps tarfile's own headers with each member's name and size: names of 100 characters and of 101
+    (a PAX header), non-ASCII ones, members over one record and one over a compression chunk must come out as tarfile
+    makes them."""
+    target = str(tmp_path / "b.tar.gz")
+    files = {"resources/demo/core/ConfigMap/small.yaml": b"kind: ConfigMap\n",
+             "original/demo/core/ConfigMap/" + "x" * 66 + ".yaml": b"a" * 512,
+             "original/demo/core/ConfigMap/" + "y" * 67 + ".yaml": b"a" * 511,
+             "original/demo/core/Secret/" + "s" * 200 + ".yaml": b"b" * 20000,
+             "original/d\u00e9mo/core/ConfigMap/caf\u00e9.yaml": b"c" * 513,
+             "original/demo/core/ConfigMap/large.yaml": b"d" * (TarStream.CHUNK + 1)}
+    assert len("original/demo/core/ConfigMap/" + "x" * 66 + ".yaml") == 100
+    with BundleWriter(target) as writer:
+        for path, data in files.items():
+            writer.write(path, data)
+        writer.commit({"format": FORMAT, "formatVersion": FORMAT_VERSION})
+    expected = io.BytesIO()
+    with tarfile.open(target) as written, tarfile.open(fileobj=expected, mode="w",
+                                                       format=tarfile.PAX_FORMAT) as tar:
+        members = written.getmembers()
+        for member in members:
+            info = tarfile.TarInfo(member.name)
+            info.mode, info.size, info.mtime, info.type = member.mode, member.size, member.mtime, member.type
+            tar.addfile(info, written.extractfile(member) if member.isfile() else None)
+    assert {m.name for m in members if m.isfile()} == {*files, INDEX}
+    with gzip.open(target) as archive:
+        assert archive.read() == expected.getvalue()

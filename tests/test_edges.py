@@ -157,6 +157,23 @@ def test_replica_set_vmis_by_the_guides_label_and_never_another_replica_sets():
     assert Ref.of(kinds.VMI, "demo", "other-rs-vmi") not in graph.objects
 
 
+@pytest.mark.parametrize("selector, members", [
+    ({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["front", "back"]}]}, {"front", "back"}),
+    ({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}, {"front", "back", "other"}),
+    ({"matchLabels": {"app": "shop"}, "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["back"]}]},
+     {"front", "other", "plain"}),
+    (None, set()),
+])
+def test_replica_set_selector_takes_every_orphan_it_matches_and_only_those(selector, members):
+    rs = obj("kubevirt.io/v1", "VirtualMachineInstanceReplicaSet", "shop", metadata={"uid": "shop-uid"},
+             spec={"selector": selector} if selector is not None else {})
+    vmis = [obj("kubevirt.io/v1", "VirtualMachineInstance", name, metadata={"labels": labels}) for name, labels in (
+        ("front", {"app": "shop", "tier": "front"}), ("back", {"app": "shop", "tier": "back"}),
+        ("other", {"app": "shop", "tier": "other"}), ("plain", {"app": "shop"}), ("bare", {}))]
+    graph = graph_of(kinds.VMIRS, "shop", [rs, *vmis])
+    assert {e.target.name for e in graph.edges if e.path == "spec.selector"} == members
+
+
 POOL = Ref.of(kinds.VMPOOL, "demo", "workers")
 
 
@@ -172,6 +189,24 @@ def test_pool_edges_reach_its_vms_and_template_references_but_not_templated_volu
     # the pool's VM is expanded in turn
     assert graph.found(Ref.of(kinds.DATA_VOLUME, "demo", "worker-root-0"))
     assert graph.missing_required() == []
+
+
+def test_pool_and_replica_set_members_whose_controller_reference_has_no_uid_are_matched_by_name():
+    """Hand-written manifests may leave out UIDs: ``is_controlled_by`` then compares names, and so do the edges."""
+    def member(kind: str, name: str, owner_kind: str, owner_name: str, uid: str | None = None) -> dict:
+        reference = {"kind": owner_kind, "name": owner_name, "controller": True, **({"uid": uid} if uid else {})}
+        return obj("kubevirt.io/v1", kind, name, metadata={"ownerReferences": [reference]})
+
+    objects = [obj("pool.kubevirt.io/v1alpha1", "VirtualMachinePool", "web", metadata={"uid": "pool-uid"}, spec={}),
+               obj("kubevirt.io/v1", "VirtualMachineInstanceReplicaSet", "web", metadata={"uid": "rs-uid"}, spec={})]
+    for kind, owner_kind, uid in (("VirtualMachine", "VirtualMachinePool", "pool-uid"),
+                                  ("VirtualMachineInstance", "VirtualMachineInstanceReplicaSet", "rs-uid")):
+        objects += [member(kind, "by-uid", owner_kind, "web", uid), member(kind, "by-name", owner_kind, "web"),
+                    member(kind, "of-a-former-web", owner_kind, "web", "old-uid"),
+                    member(kind, "of-another", owner_kind, "other")]
+    for kind, member_kind in ((kinds.VMPOOL, kinds.VM), (kinds.VMIRS, kinds.VMI)):
+        graph = graph_of(kind, "web", objects)
+        assert {e.target.name for e in graph.edges if e.target.is_a(member_kind)} == {"by-uid", "by-name"}
 
 
 def test_data_volume_reaches_its_pvc():
@@ -416,3 +451,15 @@ def test_a_hook_sidecars_annotation_kubevirt_cannot_read_gives_no_edge_and_no_er
     vmi = obj("kubevirt.io/v1", "VirtualMachineInstance", "odd", metadata={"annotations": {HOOKS: annotation}})
     graph = graph_of(kinds.VMI, "odd", [vmi])
     assert not [e for e in graph.edges if HOOKS in e.path]
+
+
+def test_a_secret_left_unread_is_listed_once_however_often_it_is_reached():
+    vm = obj("kubevirt.io/v1", "VirtualMachine", "twice", spec={"template": {"spec": {"volumes": [
+        {"name": "a", "secret": {"secretName": "shared"}},
+        {"name": "b", "cloudInitNoCloud": {"secretRef": {"name": "shared"}}},
+        {"name": "c", "sysprep": {"secret": {"name": "other"}}}]}}})
+    source = ManifestSource([vm])
+    ref = Ref.of(kinds.VM, "demo", "twice")
+    graph = walk([(ref, vm)], source, unread_kinds={(kinds.SECRET.group, kinds.SECRET.kind)})
+    assert graph.unread == [Ref.of(kinds.SECRET, "demo", "shared"), Ref.of(kinds.SECRET, "demo", "other")]
+    assert len([e for e in graph.edges if e.target.name == "shared"]) == 2

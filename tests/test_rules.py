@@ -262,3 +262,22 @@ def test_data_volume_with_a_generated_name_is_not_marked():
                     status={"phase": "Succeeded"})
     result = restored(generated, RestoreContext())
     assert rules.PREPOPULATED_ANNOTATION not in (result["metadata"].get("annotations") or {})
+
+
+def test_rules_copy_objects_at_every_level_and_values_of_other_types_too():
+    from datetime import datetime, timezone
+
+    from kubectl_kvbackup.rules.objects import copy_object
+
+    created = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)  # an unquoted timestamp in a YAML manifest
+    original = {"metadata": {"name": "vm", "labels": {"a": "b"}, "created": created, "ids": {1, 2}},
+                "spec": {"volumes": [{"name": "root", "sizes": [1, 2.5, True, None]}, ["nested"]]}}
+    copied = copy_object(original)
+    assert copied == original
+    copied["metadata"]["labels"]["a"] = "changed"
+    copied["metadata"]["ids"].add(3)
+    copied["spec"]["volumes"][0]["sizes"].append(4)
+    copied["spec"]["volumes"][1].append("more")
+    copied["spec"]["volumes"].append({})
+    assert original == {"metadata": {"name": "vm", "labels": {"a": "b"}, "created": created, "ids": {1, 2}},
+                        "spec": {"volumes": [{"name": "root", "sizes": [1, 2.5, True, None]}, ["nested"]]}}

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from .. import kinds
 from ..kinds import Kind
 from ..refs import Ref
-from ..selectors import selector_from_label_selector
+from ..selectors import Selector, selector_from_label_selector
 
 Obj = dict[str, Any]
 
@@ -32,11 +32,24 @@ CBT_STATES_WITH_BACKEND_STATE = ("Initializing", "Enabled")
 
 
 class Index(Protocol):
-    """What edge functions may read: objects already known, never a live call of their own."""
+    """What edge functions may read: objects already known, never a live call of their own.
+
+    ``labelled`` and ``owned_by`` answer what a scan of ``list`` would, in ``list`` order, from groupings built once
+    per kind and namespace: edges asked for each of thousands of objects then cost a lookup, not a scan each.
+    """
 
     def get(self, ref: Ref) -> Obj | None: ...
 
     def list(self, kind: Kind, namespace: str) -> list[Obj]: ...
+
+    def labelled(self, kind: Kind, namespace: str, key: str, value: str) -> list[Obj]:
+        """Objects of ``kind`` in ``namespace`` whose label ``key`` is ``value``."""
+        ...
+
+    def owned_by(self, kind: Kind, namespace: str, uid: str) -> list[Obj]:
+        """Objects of ``kind`` in ``namespace`` with an ownerReference of UID ``uid``; ``""`` gives those with an
+        ownerReference without a UID (written by hand: the API server requires one)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,39 @@ def is_controlled_by(obj: Obj, owner: Obj) -> bool:
     if owner_uid and ref.get("uid"):
         return ref["uid"] == owner_uid
     return ref.get("name") == _meta(owner).get("name")
+
+
+def _unique(objects: Iterable[Obj]) -> list[Obj]:
+    """Each object once, in the order first seen (the same object may come from two lookups)."""
+    seen: set[int] = set()
+    result = []
+    for obj in objects:
+        if id(obj) not in seen:
+            seen.add(id(obj))
+            result.append(obj)
+    return result
+
+
+def controlled_by(kind: Kind, owner: Obj, index: Index) -> list[Obj]:
+    """Objects of ``kind`` in ``owner``'s namespace whose controller is ``owner`` (``is_controlled_by``)."""
+    meta = _meta(owner)
+    namespace, uid = meta.get("namespace", ""), meta.get("uid")
+    # is_controlled_by compares a reference without a UID, or any reference to an owner without one, by name
+    candidates = (_unique([*index.owned_by(kind, namespace, uid), *index.owned_by(kind, namespace, "")]) if uid
+                  else index.list(kind, namespace))
+    return [obj for obj in candidates if is_controlled_by(obj, owner)]
+
+
+def selector_candidates(selector: Selector, kind: Kind, namespace: str, index: Index) -> list[Obj]:
+    """Objects of ``kind`` in ``namespace`` that ``selector`` may match: every match has one of the values of its
+    first ``in`` (or ``=``) requirement, when it has one."""
+    if selector.selects_nothing:
+        return []
+    for requirement in selector.requirements:
+        if requirement.operator == "in":
+            return [obj for value in requirement.values
+                    for obj in index.labelled(kind, namespace, requirement.key, value)]
+    return index.list(kind, namespace)
 
 
 # --- instancetypes and preferences ---------------------------------------------------------------------------
@@ -296,8 +342,8 @@ def _persistent_state_edges(obj: Obj, spec: Obj, index: Index, prefix: str) -> I
         return
     meta = _meta(obj)
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
-    labelled = sorted(_meta(p).get("name", "") for p in index.list(kinds.PVC, namespace)
-                      if _labels(p).get(PERSISTENT_STATE_LABEL) == name)
+    labelled = sorted(_meta(p).get("name", "") for p in index.labelled(kinds.PVC, namespace, PERSISTENT_STATE_LABEL,
+                                                                        name))
     for path in users:
         if labelled:
             for pvc_name in labelled:
@@ -376,8 +422,7 @@ def launcher_pods_of(vmi: Obj, index: Index) -> list[Obj]:
     uid = _meta(vmi).get("uid")
     if not uid:
         return []
-    return [p for p in index.list(kinds.POD, _meta(vmi).get("namespace", ""))
-            if _labels(p).get(LAUNCHER_POD_LABEL) == uid]
+    return index.labelled(kinds.POD, _meta(vmi).get("namespace", ""), LAUNCHER_POD_LABEL, uid)
 
 
 def vmi_edges(vmi: Obj, index: Index) -> list[Edge]:
@@ -407,8 +452,7 @@ def pod_edges(pod: Obj, index: Index) -> list[Edge]:
     namespace = _meta(pod).get("namespace", "")
     return sorted((Edge(Ref.of(kinds.POD, namespace, _meta(p)["name"]),
                         "metadata.uid (ownerReference of hotplug attachment pod)")
-                   for p in index.list(kinds.POD, namespace)
-                   if is_hotplug_pod(p) and any(o.get("uid") == uid for o in _meta(p).get("ownerReferences") or [])),
+                   for p in index.owned_by(kinds.POD, namespace, uid) if is_hotplug_pod(p)),
                   key=lambda e: e.target)
 
 
@@ -420,14 +464,14 @@ def replica_set_vmis(rs: Obj, index: Index) -> list[tuple[Obj, str]]:
     controller owns.
     """
     meta = _meta(rs)
+    namespace, name = meta.get("namespace", ""), meta.get("name", "")
     selector = selector_from_label_selector((rs.get("spec") or {}).get("selector"))
-    found: list[tuple[Obj, str]] = []
-    for vmi in index.list(kinds.VMI, meta.get("namespace", "")):
+    found = [(vmi, "metadata.uid (controller ownerReference)") for vmi in controlled_by(kinds.VMI, rs, index)]
+    for vmi in _unique([*index.labelled(kinds.VMI, namespace, REPLICA_SET_LABEL, name),
+                        *selector_candidates(selector, kinds.VMI, namespace, index)]):
         if controller_of(vmi) is not None:
-            if is_controlled_by(vmi, rs):
-                found.append((vmi, "metadata.uid (controller ownerReference)"))
             continue  # another controller's VMI is never taken, even one the selector matches
-        if _labels(vmi).get(REPLICA_SET_LABEL) == meta.get("name"):
+        if _labels(vmi).get(REPLICA_SET_LABEL) == name:
             found.append((vmi, f"metadata.name (label {REPLICA_SET_LABEL})"))
         elif selector.matches(_labels(vmi)):
             found.append((vmi, "spec.selector"))
@@ -463,7 +507,7 @@ def pool_edges(pool: Obj, index: Index) -> list[Edge]:
     vm_spec = (((pool.get("spec") or {}).get("virtualMachineTemplate") or {}).get("spec")) or {}
     prefix = "spec.virtualMachineTemplate.spec"
     vms = sorted((Edge(Ref.of(kinds.VM, namespace, _meta(vm)["name"]), "metadata.uid (controller ownerReference)")
-                  for vm in index.list(kinds.VM, namespace) if is_controlled_by(vm, pool)), key=lambda e: e.target)
+                  for vm in controlled_by(kinds.VM, pool, index)), key=lambda e: e.target)
     return [
         *_matcher_edges(vm_spec, {}, namespace, prefix),
         *vmi_spec_edges((vm_spec.get("template") or {}).get("spec") or {}, namespace, f"{prefix}.template.spec",
@@ -511,7 +555,9 @@ def edges_of(obj: Obj, index: Index) -> list[Edge]:
     if function is None:
         return []
     edges: list[Edge] = []
+    seen: set[tuple[Ref, str]] = set()
     for edge in function(obj, index):  # the same field may name the same object twice: keep the first
-        if not any(e.target == edge.target and e.path == edge.path for e in edges):
+        if (edge.target, edge.path) not in seen:
+            seen.add((edge.target, edge.path))
             edges.append(edge)
     return edges

@@ -83,6 +83,7 @@ def walk(roots: Iterable[tuple[Ref, Obj]], index: Index, keep_reached_roots: boo
     root_list = list(roots)
     graph = Graph(roots=[ref for ref, _ in root_list])
     queue: deque[Ref] = deque()
+    unread: set[Ref] = set()  # graph.unread keeps the order; this answers "already there?" for thousands of Secrets
     for ref, obj in root_list:
         if ref not in graph.objects:
             graph.objects[ref] = obj
@@ -96,7 +97,8 @@ def walk(roots: Iterable[tuple[Ref, Obj]], index: Index, keep_reached_roots: boo
         for edge in edges_of(obj, index):
             graph.edges.append(GraphEdge(ref, edge.target, edge.path, edge.optional))
             if (edge.target.group, edge.target.kind) in unread_kinds:
-                if edge.target not in graph.unread:
+                if edge.target not in unread:
+                    unread.add(edge.target)
                     graph.unread.append(edge.target)
             elif edge.target not in graph.objects:
                 graph.objects[edge.target] = index.get(edge.target)

@@ -3,7 +3,6 @@ whole, and which objects must not be restored because KubeVirt or CDI recreate t
 
 from __future__ import annotations
 
-import copy
 from typing import Callable
 
 from .. import kinds
@@ -13,13 +12,13 @@ from ..refs import Ref
 from .objects import (ALLOW_CLAIM_ADOPTION_ANNOTATION, CHECKPOINT_CURRENT_ANNOTATION, CHECKPOINT_DONE_ANNOTATION,
                       CREATED_FOR_DATA_VOLUME_ANNOTATION, OWNER_REFERENCES_ANNOTATION, POD_PHASE_ANNOTATION, POPULATED_FOR_ANNOTATION, POPULATOR_PROGRESS_ANNOTATION,
                       POPULATOR_PROGRESS_DONE, PREPOPULATED_ANNOTATION, RESTORE, VELERO_DYNAMIC_PV_RESTORE_LABEL,
-                      VM_GENERATION_ANNOTATION, VM_OWNER_KINDS, Decision, Obj, annotations_of, controller_reference, is_kind, meta_of,
-                      owner_references)
+                      VM_GENERATION_ANNOTATION, VM_OWNER_KINDS, Decision, Obj, annotations_of, controller_reference, copy_object,
+                      is_kind, meta_of, owner_references)
 
 
 def copy_revision_names(vm: Obj) -> Obj:
     """Status is dropped on restore, so the instancetype/preference revision it names must move into the spec."""
-    result = copy.deepcopy(vm)
+    result = copy_object(vm)
     spec = result.setdefault("spec", {})
     for field_name in ("instancetype", "preference"):
         matcher = spec.get(field_name)
@@ -35,7 +34,7 @@ def data_volume_succeeded(dv: Obj) -> bool:
 
 def mark_prepopulated(dv: Obj) -> Obj:
     """A DataVolume restored over existing data must say so, or CDI imports again over the restored disk."""
-    result = copy.deepcopy(dv)
+    result = copy_object(dv)
     annotations_of(result)[PREPOPULATED_ANNOTATION] = meta_of(result).get("name", "")
     return result
 
@@ -55,13 +54,13 @@ def data_volume_owner(pvc: Obj) -> str | None:
 
 def mark_populated_for(pvc: Obj, dv_name: str) -> Obj:
     """A DataVolume's PVC restored with its data must tell CDI it is already populated for that DataVolume."""
-    result = copy.deepcopy(pvc)
+    result = copy_object(pvc)
     annotations_of(result)[POPULATED_FOR_ANNOTATION] = dv_name
     return result
 
 
 def _without_annotation(obj: Obj, key: str) -> Obj:
-    result = copy.deepcopy(obj)
+    result = copy_object(obj)
     annotations = (result.get("metadata") or {}).get("annotations")
     if annotations:
         annotations.pop(key, None)
@@ -194,14 +193,14 @@ def _export_pvc(pvc: Obj, lookup: Callable[[Ref], Obj | None], data_captured: Ca
     captured = data_captured(Ref.of(kinds.PVC, namespace, name))
     if dv_name is None:
         if dv is None:
-            return (copy.deepcopy(pvc) if captured else unmark_populated_for(pvc)), RESTORE
+            return (copy_object(pvc) if captured else unmark_populated_for(pvc)), RESTORE
         # CDI names a DataVolume's PVC after it; once CDI garbage-collected a completed DataVolume its PVC is
         # owned by the VM (containerized-data-importer pkg/controller/datavolume/garbagecollect.go, CDI < 1.62)
         dv_name = name
     if not populated_with_evidence(pvc, dv):
-        return copy.deepcopy(pvc), never_populated(pvc, dv_name, dv)
+        return copy_object(pvc), never_populated(pvc, dv_name, dv)
     if not captured:
-        return copy.deepcopy(pvc), data_not_captured(dv_name)
+        return copy_object(pvc), data_not_captured(dv_name)
     result = mark_populated_for(pvc, dv_name)
     if not any(o.get("kind") == kinds.DATA_VOLUME.kind for o in owner_references(pvc)):
         # the DataVolume takes ownership, as KubeVirt's VirtualMachineRestore lets it (kubevirt
@@ -226,7 +225,7 @@ def export_object(obj: Obj, lookup: Callable[[Ref], Obj | None], data_captured: 
         return (mark_prepopulated(obj) if restored_with_data else unmark_prepopulated(obj)), restore_decision(obj)
     if is_kind(obj, kinds.PVC):
         return _export_pvc(obj, lookup, data_captured)
-    return copy.deepcopy(obj), restore_decision(obj)
+    return copy_object(obj), restore_decision(obj)
 
 
 def data_volume_from_template(vm: Obj, template: Obj) -> Obj:
@@ -246,7 +245,7 @@ def data_volume_from_template(vm: Obj, template: Obj) -> Obj:
     if vm_meta.get("uid"):
         owner["uid"] = vm_meta["uid"]
     metadata["ownerReferences"] = [owner]
-    spec = copy.deepcopy(template.get("spec") or {})
+    spec = copy_object(template.get("spec") or {})
     priority_class = ((((vm.get("spec") or {}).get("template") or {}).get("spec")) or {}).get("priorityClassName")
     if priority_class and not spec.get("priorityClassName"):
         spec["priorityClassName"] = priority_class

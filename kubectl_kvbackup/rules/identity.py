@@ -7,7 +7,6 @@ again, or the webhook reinvoked on an object it already changed, gives the same 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import itertools
 import uuid
@@ -17,7 +16,7 @@ from collections.abc import Iterable, Iterator, MutableSet, Set
 from typing import Callable, TypeVar
 
 from .. import kinds
-from .objects import Change, Obj, is_kind
+from .objects import Change, Obj, copy_object, is_kind
 
 #: KubeVirt's namespace for the firmware UUID it derives from a VM's name (magicUUID in
 #: kubevirt pkg/virt-controller/watch/vm/firmware.go: uuid.NewSHA1(namespace, name), i.e. a version 5 UUID).
@@ -262,7 +261,7 @@ def apply_identity_policy(obj: Obj, policies: IdentityPolicies, in_use: Identiti
     gets a different one on every boot. A firmware UUID equal to the one KubeVirt derives from the object's name is
     shared by design and never a collision. Every change is returned for the user to see.
     """
-    result = copy.deepcopy(obj)
+    result = copy_object(obj)
     spec = _vmi_spec(result)
     if spec is None:
         return result, []

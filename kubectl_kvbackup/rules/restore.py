@@ -5,7 +5,6 @@ What a rule needs to know about the target cluster arrives through ``RestoreCont
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
@@ -16,7 +15,8 @@ from ..kinds import group_of
 from .export import (copy_revision_names, data_volume_owner, mark_populated_for, mark_prepopulated,
                      populated_with_evidence)
 from .identity import IdentitiesInUse, IdentityPolicies, apply_identity_policy
-from .objects import OWNER_REFERENCES_ANNOTATION, Change, Obj, annotations_of, is_kind, meta_of, set_aside_owners
+from .objects import (OWNER_REFERENCES_ANNOTATION, Change, Obj, annotations_of, copy_object, is_kind, meta_of,
+                      set_aside_owners)
 
 RESTRICTED_VMI_LABELS = (
     "kubevirt.io/created-by", "kubevirt.io/migrationJobUID", "kubevirt.io/nodeName",
@@ -75,7 +75,7 @@ def data_volume_data_restored(dv: Obj, restored_pvc: Obj | None) -> bool:
 
 def sanitize_metadata(obj: Obj) -> Obj:
     """Drop what the API server sets: a restore carrying them is rejected or confuses controllers."""
-    result = copy.deepcopy(obj)
+    result = copy_object(obj)
     meta = meta_of(result)
     for key in SERVER_SET_METADATA:
         meta.pop(key, None)
@@ -87,7 +87,7 @@ def set_aside_owner_references(obj: Obj) -> Obj:
     """For objects restored by a plain ``kubectl apply``: the old owners' UIDs would make the garbage collector
     delete them, so their ownerReferences move into an annotation that the restore (or the webhook) turns back into
     references to the owners' new UIDs."""
-    result = copy.deepcopy(obj)
+    result = copy_object(obj)
     meta = meta_of(result)
     owners = meta.pop("ownerReferences", None)
     if owners:
@@ -104,7 +104,7 @@ def remap_owner_references(obj: Obj, owner_uid: Callable[[Obj, str], str | None]
     it. An ownerReference with an old UID makes the garbage collector delete the object, so an owner not (yet)
     found stays set aside for a later pass to re-point; references already live are the creator's and are kept
     as they are."""
-    result = copy.deepcopy(obj)
+    result = copy_object(obj)
     set_aside = set_aside_owners(obj)
     if not set_aside:
         return result
@@ -135,7 +135,7 @@ def remap_owner_references(obj: Obj, owner_uid: Callable[[Obj, str], str | None]
 
 
 def _without_metadata_keys(obj: Obj, field_name: str, keys: tuple[str, ...]) -> Obj:
-    result = copy.deepcopy(obj)
+    result = copy_object(obj)
     mapping = meta_of(result).get(field_name)
     if mapping:
         for key in keys:
