@@ -49,6 +49,7 @@ MODULES: dict[str, tuple[str, str, tuple[str, ...]]] = {
 EQUIVALENT: dict[tuple[str, str, str, str], str] = {
     **{("admission", function, "remove", "return None"): "the function returns None when it falls off its end"
        for function in ("owner_problem", "namespace_labels", "owner_uid")},
+    ("rules.identity", "_vmi_spec", "remove", "return None"): "the function returns None when it falls off its end",
     ("admission", "__init__", "remove", "super().__init__(message)"):
         "LookupFailed: BaseException.__new__ has kept the message in args already, so str() says the same",
 }

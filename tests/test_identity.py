@@ -117,6 +117,38 @@ def test_macs_in_use_include_what_running_vmis_report():
     assert macs_of(result)[0] != MAC_A
 
 
+def test_interfaces_a_vmi_reports_without_a_mac_yet_are_skipped():
+    vmi = obj("kubevirt.io/v1", "VirtualMachineInstance", "web", "prod",
+              status={"interfaces": [{"name": "booting"}, "not an interface", {"name": "default", "mac": MAC_B}]})
+    assert rules.identity_values(vmi)[0] == {MAC_B}
+
+
+def test_taken_values_count_list_and_free_only_what_the_restore_added():
+    taken = rules.TakenValues(frozenset({"a"}), ["a", "b"])
+    assert len(taken) == 2 and sorted(taken) == ["a", "b"]  # "a" is the snapshot's: counted once
+    taken.discard("b")
+    assert "b" not in taken and sorted(taken) == ["a"]
+    with pytest.raises(ValueError, match="in use outside this restore"):
+        taken.discard("a")
+
+
+def test_reserving_an_object_takes_its_macs_serial_and_uuid():
+    in_use = IdentitiesInUse()
+    in_use.reserve(vm())
+    assert (in_use.macs, in_use.serials, in_use.uuids) == ({MAC_A, MAC_B}, {"s-1"}, {FOREIGN_UUID})
+
+
+def test_standalone_vmis_of_one_restore_never_share_a_mac():
+    ctx = RestoreContext()
+    vmis = [obj("kubevirt.io/v1", "VirtualMachineInstance", name, "prod", spec={"domain": {"devices": {
+        "interfaces": [{"name": "nic0", "macAddress": MAC_A}]}}}) for name in ("one", "two")]
+    first, second = (rules.restore_object(v, ctx) for v in vmis)
+    assert first.object["spec"]["domain"]["devices"]["interfaces"][0]["macAddress"] == MAC_A
+    assert second.object["spec"]["domain"]["devices"]["interfaces"][0]["macAddress"] == stable_mac(
+        "prod", "two", "nic0", 0)
+    assert [c.path for c in second.changes] == ["spec.domain.devices.interfaces[0].macAddress"]
+
+
 def test_a_standalone_vmi_gets_the_same_rules_at_spec_paths():
     vmi = obj("kubevirt.io/v1", "VirtualMachineInstance", "solo", "prod", spec={"domain": {
         "devices": {"interfaces": [{"name": "nic0", "macAddress": MAC_A}]}, "firmware": {"serial": "s-1"}}})
@@ -204,6 +236,18 @@ def test_an_object_needs_the_clusters_identities_only_for_a_value_a_collision_po
     assert not rules.needs_identities_in_use(vm(serial=None, firmware_uuid=None),
                                              IdentityPolicies(MacPolicy.KEEP, FirmwarePolicy.REGENERATE_ON_COLLISION))
     assert not rules.needs_identities_in_use(obj("v1", "ConfigMap", "c"), default)
+
+
+def test_a_serial_alone_needs_the_clusters_serials():
+    assert rules.needs_identities_in_use(vm(macs=(), firmware_uuid=None), IdentityPolicies()) is True
+
+
+def test_firmware_policy_regenerate_replaces_what_is_set_and_adds_nothing():
+    result, changes = apply(vm(macs=(), firmware_uuid=None), IdentitiesInUse(), MacPolicy.KEEP,
+                            FirmwarePolicy.REGENERATE)
+    assert domain(result)["firmware"] == {"serial": stable_firmware_value("prod", "db", "serial", 0)}
+    assert str(uuid.UUID(domain(result)["firmware"]["serial"])) == domain(result)["firmware"]["serial"]
+    assert [c.path for c in changes] == ["spec.template.spec.domain.firmware.serial"]
 
 
 def test_policy_names_are_checked():
