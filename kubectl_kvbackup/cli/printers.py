@@ -6,7 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 if TYPE_CHECKING:
-    from ..graph.walk import Graph
+    from ..graph.walk import Graph, GraphEdge, GraphNote
     from ..refs import Ref
 
 FORMATS = ("tree", "json", "yaml", "name", "wide", "dot")
@@ -26,6 +26,13 @@ def print_tree(graph: Graph, out: TextIO, annotate: Callable[[Ref], str] = lambd
     A node reached twice is expanded only the first time, so shared ConfigMaps or instancetypes print once.
     """
     expanded: set[Ref] = set()
+    # grouped once: a lookup per node, where a scan of every edge per node made a large tree quadratic
+    edges_from: dict[Ref, list[GraphEdge]] = {}
+    notes_of: dict[Ref, list[GraphNote]] = {}
+    for edge in graph.edges:
+        edges_from.setdefault(edge.source, []).append(edge)
+    for graph_note in graph.notes:
+        notes_of.setdefault(graph_note.source, []).append(graph_note)
 
     def emit(ref: Ref, prefix: str, connector: str, note: str, namespace: str) -> None:
         found = graph.found(ref)
@@ -34,7 +41,7 @@ def print_tree(graph: Graph, out: TextIO, annotate: Callable[[Ref], str] = lambd
         out.write(f"{prefix}{connector}{_label(ref, namespace)}{status}{note}{extra}\n")
         if not found:
             return
-        if ref in expanded and (graph.edges_from(ref) or graph.notes_of(ref)):
+        if ref in expanded and (ref in edges_from or ref in notes_of):
             out.write(f"{prefix}{'    ' if connector.startswith('└') else '│   ' if connector else ''}"
                       "└── (dependencies shown above)\n")
             return
@@ -43,7 +50,7 @@ def print_tree(graph: Graph, out: TextIO, annotate: Callable[[Ref], str] = lambd
 
     def emit_children(ref: Ref, prefix: str, namespace: str) -> None:
         """Its dependencies, then what it uses that no object holds."""
-        edges, notes = graph.edges_from(ref), graph.notes_of(ref)
+        edges, notes = edges_from.get(ref, []), notes_of.get(ref, [])
         for i, edge in enumerate(edges):
             last = i == len(edges) + len(notes) - 1
             optional = ", optional" if edge.optional else ""

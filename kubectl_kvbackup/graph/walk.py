@@ -55,12 +55,6 @@ class Graph:
         unread = set(self.unread)
         return [e for e in self.edges if not e.optional and not self.found(e.target) and e.target not in unread]
 
-    def edges_from(self, ref: Ref) -> list[GraphEdge]:
-        return [e for e in self.edges if e.source == ref]
-
-    def notes_of(self, ref: Ref) -> list[GraphNote]:
-        return [n for n in self.notes if n.source == ref]
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "roots": [r.to_dict() for r in self.roots],
