@@ -121,6 +121,16 @@ def test_permissions_are_private_whatever_the_umask(capsys, tmp_path):
             assert stat.S_IMODE(os.stat(os.path.join(folder, name)).st_mode) == 0o600, name
 
 
+@pytest.mark.parametrize("suffix", ["", ".tar.gz"])
+def test_a_restrictive_umask_still_gives_an_owner_writable_private_bundle(capsys, tmp_path, suffix):
+    old = os.umask(0o277)  # would make new directories 0500 and files 0400
+    try:
+        export_demo(capsys, tmp_path / f"b{suffix}", "--exclude-secrets")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / f"b{suffix}").st_mode) == (0o700 if not suffix else 0o600)
+
+
 def test_unencrypted_secrets_warn(capsys, tmp_path):
     code, _, err = run(capsys, "export", "-f", EXAMPLES, "-n", "demo", "vm/windows", "--to", str(tmp_path / "b"))
     assert code == 0 and "Secrets are stored unencrypted" in err
