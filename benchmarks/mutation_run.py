@@ -49,6 +49,16 @@ MODULES: dict[str, tuple[str, str, tuple[str, ...]]] = {
 EQUIVALENT: dict[tuple[str, str, str, str], str] = {
     **{("admission", function, "remove", "return None"): "the function returns None when it falls off its end"
        for function in ("owner_problem", "namespace_labels", "owner_uid")},
+    **{("bundle", "__exit__", operator, source): "an abandoned archive is deleted right after: whether its end blocks "
+       "are written does not matter, and CPython closes a file object once its last reference goes"
+       for operator, source in (
+           ("remove", "if self._tar is not None: with contextlib.suppress(Exception): self._tar.close() "
+                      "self._tar = None"),
+           ("flip", "self._tar is not None"), ("negate", "self._tar is not None"),
+           ("remove", "with contextlib.suppress(Exception): self._tar.close()"), ("remove", "self._tar.close()"),
+           ("remove", "self._tar = None"),
+           ("remove", "if self._archive is not None: self._archive.close() self._archive = None"),
+           ("remove", "self._archive.close()"), ("remove", "self._archive = None"))},
     ("rules.identity", "_vmi_spec", "remove", "return None"): "the function returns None when it falls off its end",
     ("admission", "__init__", "remove", "super().__init__(message)"):
         "LookupFailed: BaseException.__new__ has kept the message in args already, so str() says the same",
