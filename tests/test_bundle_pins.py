@@ -94,3 +94,33 @@ def test_the_archive_is_the_tar_tarfile_writes_for_the_same_members(tmp_path) ->
     assert {m.name for m in members if m.isfile()} == {*files, INDEX}
     with gzip.open(target) as archive:
         assert archive.read() == expected.getvalue()
+
+
+def tarball(path, members: dict[str, bytes]) -> str:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+INDEX_OK = json.dumps({"format": FORMAT, "formatVersion": FORMAT_VERSION}).encode()
+
+
+@pytest.mark.parametrize("name", ["../outside.yaml", "/etc/passwd", "resources/../../x", "."])
+def test_an_archive_member_outside_the_bundle_is_refused_before_anything_is_read(tmp_path, name):
+    path = tarball(tmp_path / "b.tar.gz", {INDEX: INDEX_OK, name: b"x: 1\n"})
+    with pytest.raises(BundleError, match="holds an unsafe path"):
+        read_bundle(path)
+
+
+@pytest.mark.parametrize("index,message", [
+    (b"{not json", "is not valid JSON"),
+    (json.dumps({"format": FORMAT, "formatVersion": FORMAT_VERSION + 1}).encode(),
+     f"is bundle format version {FORMAT_VERSION + 1}; this kubectl-kvbackup reads version {FORMAT_VERSION}"),
+])
+def test_an_index_that_is_not_json_or_of_another_format_version_is_refused(tmp_path, index, message):
+    with pytest.raises(BundleError, match=message):
+        read_bundle(tarball(tmp_path / "b.tar.gz", {INDEX: index}))
+    assert read_bundle(tarball(tmp_path / "ok.tar.gz", {INDEX: INDEX_OK})).index["formatVersion"] == FORMAT_VERSION
