@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -11,7 +12,13 @@ import tempfile
 
 import pytest
 
-from kubectl_kvbackup.bundle import FORMAT, FORMAT_VERSION, INDEX, BundleError, BundleWriter, TarStream, read_bundle
+from kubectl_kvbackup import kinds
+from kubectl_kvbackup.bundle import (FORMAT, FORMAT_VERSION, INDEX, BundleError, BundleWriter, TarStream,
+                                     encrypted_secrets, objects_as_read, open_verified, read_bundle)
+from kubectl_kvbackup.cli.main import main
+from kubectl_kvbackup.refs import Ref
+
+from .helpers import EXAMPLES
 
 
 def write_index(folder: str, index: dict) -> str:
@@ -124,3 +131,55 @@ def test_an_index_that_is_not_json_or_of_another_format_version_is_refused(tmp_p
     with pytest.raises(BundleError, match=message):
         read_bundle(tarball(tmp_path / "b.tar.gz", {INDEX: index}))
     assert read_bundle(tarball(tmp_path / "ok.tar.gz", {INDEX: INDEX_OK})).index["formatVersion"] == FORMAT_VERSION
+
+
+@pytest.fixture
+def encrypted_demo(tmp_path):
+    key = tmp_path / "backup.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    target = str(tmp_path / "demo.tar.gz")
+    assert main(["export", "-f", EXAMPLES, "-n", "demo", "--all", "-q", "--to", target,
+                 "--encrypt-key-file", str(key)]) == 0
+    return target, key.read_bytes()
+
+
+def test_an_archive_ends_as_tar_and_gzip_require(encrypted_demo):
+    with open(encrypted_demo[0], "rb") as f:
+        tar = gzip.decompress(f.read())  # the whole gzip stream, trailer checked
+    assert len(tar) % tarfile.RECORDSIZE == 0 and tar.endswith(tarfile.NUL * 2 * tarfile.BLOCKSIZE)
+
+
+def test_the_objects_as_read_are_every_found_object_decrypted(encrypted_demo):
+    path, key = encrypted_demo
+    bundle = open_verified(path, key)
+    assert encrypted_secrets(bundle)
+    objects = objects_as_read(bundle, key)
+    expected = {Ref.of(kinds.SECRET, "demo", "fedora-userdata"), Ref.of(kinds.VM, "demo", "fedora")}
+    assert expected <= set(objects)
+    assert objects[Ref.of(kinds.SECRET, "demo", "fedora-userdata")]["kind"] == "Secret"
+    assert all(node["found"] for node in bundle.index["nodes"]
+               if Ref(node["group"], node["kind"], node["namespace"], node["name"]) in objects)
+    with pytest.raises(BundleError, match="is encrypted: pass --encrypt-key-file"):
+        objects_as_read(bundle, None)
+
+
+def test_a_plain_bundle_has_no_encrypted_secrets_and_a_tampered_one_is_refused_with_its_count(tmp_path):
+    target = str(tmp_path / "plain")
+    assert main(["export", "-f", EXAMPLES, "-n", "demo", "vm/windows", "-q", "--exclude-secrets", "--to",
+                 target]) == 0
+    assert not encrypted_secrets(open_verified(target))
+    files = sorted(read_bundle(target).index["files"])
+    with open(os.path.join(target, files[0]), "ab") as f:
+        f.write(b"# edited\n")
+    with pytest.raises(BundleError, match=r"failed verification \(1 problem\)"):
+        open_verified(target)
+    os.remove(os.path.join(target, files[1]))
+    with pytest.raises(BundleError, match=r"failed verification \(2 problems\)"):
+        open_verified(target)
+
+
+def test_each_file_written_is_recorded_under_the_sha256_of_what_was_stored(tmp_path):
+    with BundleWriter(str(tmp_path / "b")) as writer:
+        path = "resources/demo/core/ConfigMap/a.yaml"
+        assert writer.write(path, b"data: 1\n") == hashlib.sha256(b"data: 1\n").hexdigest() == writer.files[path]
