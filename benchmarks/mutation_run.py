@@ -59,7 +59,8 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
            ("remove", "self._tar = None"),
            ("remove", "if self._archive is not None: self._archive.close() self._archive = None"),
            ("remove", "self._archive.close()"), ("remove", "self._archive = None"))},
-    ("rules.identity", "_vmi_spec", "remove", "return None"): "the function returns None when it falls off its end",
+    **{(module, function, "remove", "return None"): "the function returns None when it falls off its end"
+       for module, function in (("rules.identity", "_vmi_spec"), ("edges", "controller_of"))},
     ("admission", "__init__", "remove", "super().__init__(message)"):
         "LookupFailed: BaseException.__new__ has kept the message in args already, so str() says the same",
 }

@@ -446,7 +446,7 @@ def test_hook_sidecars_reach_the_config_map_and_pvc_they_mount(kind, template_pa
 
 
 @pytest.mark.parametrize("annotation", ["not json", '{"configMap": {"name": "x"}}', '[{"configMap": "x"}, 3]',
-                                        '[{"pvc": {"name": 7}}]'])
+                                        '[{"pvc": {"name": 7}}]', '[{"configMap": {"name": ""}}]'])
 def test_a_hook_sidecars_annotation_kubevirt_cannot_read_gives_no_edge_and_no_error(annotation):
     vmi = obj("kubevirt.io/v1", "VirtualMachineInstance", "odd", metadata={"annotations": {HOOKS: annotation}})
     graph = graph_of(kinds.VMI, "odd", [vmi])

@@ -115,3 +115,14 @@ def test_a_data_volume_templates_pvc_is_optional_until_cdi_creates_it():
     assert (Ref.of(kinds.VM, "demo", "new"), Ref.of(kinds.PVC, "demo", "new-root"),
             "spec.dataVolumeTemplates[0].metadata.name", True) in edge_set(graph)
     assert graph.missing_required() == []
+
+
+def test_an_empty_uid_matches_no_launcher_or_hotplug_pod():
+    """Hand-written manifests may carry ``uid: ""``: an empty UID is no UID, and links nothing."""
+    vmi = obj(VMI_API, "VirtualMachineInstance", "typed", metadata={"uid": ""})
+    unlabelled_launcher = launcher("virt-launcher-typed", "", {"kubevirt.io/created-by": ""})
+    assert not [e for e in graph_of(kinds.VMI, "typed", [vmi, unlabelled_launcher]).edges if e.target.kind == "Pod"]
+    stray = obj("v1", "Pod", "hp-stray", metadata={"labels": {"kubevirt.io": "hotplug-disk"},
+                                                   "ownerReferences": [{"kind": "Pod", "name": "elsewhere"}]})
+    pod = launcher("virt-launcher-typed", "", {"kubevirt.io": "virt-launcher"})
+    assert graph_of(kinds.POD, "virt-launcher-typed", [pod, stray]).edges == []
