@@ -59,6 +59,21 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
            ("remove", "self._tar = None"),
            ("remove", "if self._archive is not None: self._archive.close() self._archive = None"),
            ("remove", "self._archive.close()"), ("remove", "self._archive = None"))},
+    **{("bundle", function, operator, source): "the archive's bytes are the same whichever way they are buffered on the "
+       "way to gzip: the members, their order and their padding do not change"
+       for function, operator, source in (
+           ("_write", "flip", "len(data) >= self.CHUNK"), ("_write", "negate", "len(data) >= self.CHUNK"),
+           ("_write", "remove", "self._pending_size += len(data)"),
+           ("_write", "remove", "if self._pending_size >= self.CHUNK: self._flush()"),
+           ("_write", "flip", "self._pending_size >= self.CHUNK"),
+           ("_write", "negate", "self._pending_size >= self.CHUNK"),
+           ("add_file", "flip", "len(data) < self.CHUNK"), ("add_file", "negate", "len(data) < self.CHUNK"))},
+    **{("bundle", function, "remove", source): "CPython closes (and so finishes) a gzip stream or file object once its "
+       "last reference goes, and flushes stdout at exit; an assert only narrows a type"
+       for function, source in (
+           ("close", "self._gzip.close()"), ("commit", "self._tar = None"),
+           ("commit", "assert self._archive is not None"), ("commit", "assert stdout is not None"),
+           ("commit", "stdout.flush()"), ("commit", "self._archive.close()"), ("commit", "self._archive = None"))},
     **{(module, function, "remove", "return None"): "the function returns None when it falls off its end"
        for module, function in (("rules.identity", "_vmi_spec"), ("edges", "controller_of"))},
     ("admission", "__init__", "remove", "super().__init__(message)"):

@@ -129,6 +129,10 @@ def test_a_restrictive_umask_still_gives_an_owner_writable_private_bundle(capsys
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / f"b{suffix}").st_mode) == (0o700 if not suffix else 0o600)
+    for folder, _, files in os.walk(tmp_path / f"b{suffix}"):  # a directory bundle's folders and files too
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700, folder
+        # files stay private; the umask may take the owner's write bit too, which reading the bundle never needs
+        assert all(stat.S_IMODE(os.stat(os.path.join(folder, name)).st_mode) & 0o077 == 0 for name in files), folder
 
 
 def test_unencrypted_secrets_warn(capsys, tmp_path):

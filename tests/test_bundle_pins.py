@@ -158,6 +158,8 @@ def test_the_objects_as_read_are_every_found_object_decrypted(encrypted_demo):
     expected = {Ref.of(kinds.SECRET, "demo", "fedora-userdata"), Ref.of(kinds.VM, "demo", "fedora")}
     assert expected <= set(objects)
     assert objects[Ref.of(kinds.SECRET, "demo", "fedora-userdata")]["kind"] == "Secret"
+    # as read (original/), not as restored (resources/, where status is dropped)
+    assert "status" in objects[Ref.of(kinds.VM, "demo", "fedora")]
     assert all(node["found"] for node in bundle.index["nodes"]
                if Ref(node["group"], node["kind"], node["namespace"], node["name"]) in objects)
     with pytest.raises(BundleError, match="is encrypted: pass --encrypt-key-file"):
