@@ -191,8 +191,9 @@ class IdentityIndex:
                 self._count(entry, -1)
             self._objects[kind.kind] = objects
             self._listed.add(kind.kind)
-            callbacks, self._on_synced = (self._on_synced, []) if len(self._listed) == len(INDEXED_KINDS) \
-                else ([], self._on_synced)
+            callbacks: list[Callable[[], None]] = []
+            if len(self._listed) == len(INDEXED_KINDS):
+                callbacks, self._on_synced = self._on_synced, []
         for callback in callbacks:
             callback()
 
