@@ -7,6 +7,7 @@ import contextlib
 import datetime
 import ipaddress
 import json
+import socket
 import ssl
 import threading
 import time
@@ -614,3 +615,17 @@ def test_a_match_condition_that_cannot_be_evaluated_follows_the_failure_policy(f
         CoreV1Api(client).create_namespaced_config_map("default", cm("x"))
     assert error.value.status == 500 and "match conditions" in json.loads(error.value.body)["message"]
     assert reviews == []
+
+
+def test_serves_https_that_the_kubeconfig_it_writes_trusts(tmp_path):
+    with FakeKubeAPI(tls=True) as api:
+        api.add(cm("over-tls"))
+        assert api.url.startswith("https://127.0.0.1:")
+        client = k8s_config.new_client_from_config(config_file=api.write_kubeconfig(str(tmp_path / "kubeconfig")))
+        assert [c.metadata.name for c in CoreV1Api(client).list_namespaced_config_map("default").items] == ["over-tls"]
+        # nothing but the CA it wrote is trusted: a client without it is refused the handshake
+        plain = ssl.create_default_context()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            with socket.create_connection(("127.0.0.1", int(api.url.rsplit(":", 1)[1])), timeout=5) as raw_socket, \
+                    plain.wrap_socket(raw_socket, server_hostname="127.0.0.1"):
+                pass

@@ -8,12 +8,15 @@ docs/testing.md lists what it implements, the kube-apiserver release it claims a
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
 import re
 import secrets
+import ssl
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -80,7 +83,9 @@ class FakeKubeAPI:
     """``with FakeKubeAPI() as api:`` (or ``start()``/``stop()``); seed with ``add``; connect with a kubeconfig
     from ``write_kubeconfig``. Every public method is safe to call while requests are being served."""
 
-    def __init__(self, types: Iterable[ResourceType] = DEFAULT_TYPES):
+    def __init__(self, types: Iterable[ResourceType] = DEFAULT_TYPES, tls: bool = False):
+        """``tls``: serve HTTPS with a certificate for 127.0.0.1 from a CA of its own, which ``write_kubeconfig``
+        trusts — as every real API server does; kubectl sends no bearer token over plain HTTP."""
         self._registry = Registry(types)
         self._store = Store(self._registry)
         self._authz = Authorizer()
@@ -94,6 +99,8 @@ class FakeKubeAPI:
         self._faults: list[_Fault] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._ca_pem: bytes | None = None
+        self._tls_context = self._serving_context() if tls else None
 
     # --- lifecycle and connection --------------------------------------------------------------------------
 
@@ -105,6 +112,10 @@ class FakeKubeAPI:
             fake = api
 
         self._server = _Server(("127.0.0.1", 0), Handler)
+        if self._tls_context is not None:
+            # the handshake happens in the connection's own thread, so a silent client holds up no other
+            self._server.socket = self._tls_context.wrap_socket(self._server.socket, server_side=True,
+                                                                do_handshake_on_connect=False)
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-kube-api",
                                         daemon=True)
         self._thread.start()
@@ -128,7 +139,24 @@ class FakeKubeAPI:
     @property
     def url(self) -> str:
         assert self._server is not None, "the fake API server is not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "https" if self._tls_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
+
+    def _serving_context(self) -> ssl.SSLContext:
+        from kubectl_kvbackup import certs
+
+        material = certs.issue(["localhost"], ip_addresses=("127.0.0.1",))
+        self._ca_pem = material.ca_pem
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        # load_cert_chain reads files only; the key lives there for the blink it takes
+        with tempfile.TemporaryDirectory() as folder:
+            chain, key = os.path.join(folder, "tls.crt"), os.path.join(folder, "tls.key")
+            with open(chain, "wb") as f:
+                f.write(material.cert_pem + material.ca_pem)
+            with open(key, "wb") as f:
+                f.write(material.key_pem)
+            context.load_cert_chain(chain, key)
+        return context
 
     def token_for(self, user: str) -> str:
         """The bearer token that authenticates as ``user`` (one per user, created on first use)."""
@@ -144,13 +172,18 @@ class FakeKubeAPI:
         """Write a kubeconfig with one context, ``user`` by bearer token in ``namespace``; return ``path``."""
         config = {
             "apiVersion": "v1", "kind": "Config", "current-context": "fake", "preferences": {},
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "clusters": [{"name": "fake", "cluster": {"server": self.url, **self._trust()}}],
             "users": [{"name": user, "user": {"token": self.token_for(user)}}],
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": user, "namespace": namespace}}],
         }
         with open(path, "w", encoding="utf-8") as f:
             yaml.safe_dump(config, f)
         return path
+
+    def _trust(self) -> dict[str, str]:
+        if self._ca_pem is None:
+            return {}
+        return {"certificate-authority-data": base64.b64encode(self._ca_pem).decode()}
 
     # --- types ---------------------------------------------------------------------------------------------
 
