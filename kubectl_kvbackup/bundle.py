@@ -1,8 +1,9 @@
-"""Bundles: a directory (or a .tar.gz of one) holding ``kvbackup.json`` and one YAML file per object.
+"""Bundles: a directory (or a .tar.gz of one) holding ``kvbackup.json`` and YAML files of objects.
 
-``resources/`` holds each object to restore, apply-ready (export rules applied, server-set fields dropped, the
-restore label set), so ``kubectl apply -R -f BUNDLE/resources`` is a valid restore; ``original/`` holds every object
-as it was read. Every file's sha256 is in the index. A bundle is written under a temporary name and renamed only when
+``resources/`` holds each object to restore in a file of its own, apply-ready (export rules applied, server-set
+fields dropped, the restore label set), so ``kubectl apply -R -f BUNDLE/resources`` is a valid restore; ``original/``
+holds every object as it was read, a multi-document file per kind and namespace: nothing applies or edits those one by
+one, and a file per object there doubled the files an export creates. Every file's sha256 is in the index. A bundle is written under a temporary name and renamed only when
 complete, with directories 0700 and files 0600 whatever the umask.
 """
 
@@ -27,7 +28,9 @@ from .cluster import KubeError
 from .refs import Ref
 
 FORMAT = "kvbackup.kubevirt.io/bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: 1: ``original/`` had a file per object; a version 2 reader reads both
+READABLE_FORMAT_VERSIONS = (1, 2)
 INDEX = "kvbackup.json"
 RESOURCES = "resources"
 #: objects other workloads share (DataSources, network definitions elsewhere, cluster instancetypes): kept out of
@@ -44,6 +47,18 @@ def object_path(top: str, ref: Ref, encrypted: bool = False) -> str:
     """``<top>/<namespace or _cluster>/<group or core>/<Kind>/<name>.yaml`` (``.yaml.enc`` when encrypted)."""
     suffix = ".yaml.enc" if encrypted else ".yaml"
     return "/".join((top, ref.namespace or "_cluster", ref.group or "core", ref.kind, ref.name + suffix))
+
+
+def original_path(ref: Ref, encrypted: bool = False) -> str:
+    """``original/<namespace or _cluster>/<group or core>/<Kind>.yaml`` (``.yaml.enc`` when encrypted): the file
+    holding ``ref`` as read, among the other objects of its kind and namespace."""
+    suffix = ".yaml.enc" if encrypted else ".yaml"
+    return "/".join((ORIGINAL, ref.namespace or "_cluster", ref.group or "core", ref.kind + suffix))
+
+
+def yaml_stream(documents: list[bytes]) -> bytes:
+    """YAML documents (each ending in a newline) as one multi-document stream."""
+    return b"---\n".join(documents)
 
 
 def sha256(data: bytes) -> str:
@@ -283,13 +298,23 @@ class Bundle:
     contents: dict[str, bytes] = field(default_factory=dict)
 
     def read_object(self, path: str, key: bytes | None = None) -> dict[str, Any]:
+        return yaml.load(self._plain(path, key), Loader=_LOADER)
+
+    def read_documents(self, path: str, key: bytes | None = None) -> list[dict[str, Any]]:
+        """The objects of a multi-document file (``original/``)."""
+        try:
+            return [doc for doc in yaml.load_all(self._plain(path, key), Loader=_LOADER) if doc is not None]
+        except yaml.YAMLError as error:
+            raise BundleError(f"error: {self.path}: {path} is not valid YAML: {error}") from None
+
+    def _plain(self, path: str, key: bytes | None) -> bytes:
         data = self.contents[path]
         if path.endswith(".enc"):
             if key is None:
                 raise BundleError(f"error: {path} is encrypted: pass --encrypt-key-file or set "
                                   f"{crypto.KEY_ENVIRONMENT} (key id {self.index.get('secrets', {}).get('keyId')})")
             data = crypto.decrypt(key, data, path)
-        return yaml.load(data, Loader=_LOADER)
+        return data
 
 
 def _safe_member(name: str) -> bool:
@@ -339,9 +364,9 @@ def read_bundle(path: str) -> Bundle:
         raise BundleError(f"error: {path}/{INDEX} is not valid JSON: {error}") from None
     if not isinstance(index, dict) or index.get("format") != FORMAT:
         raise BundleError(f"error: {path}/{INDEX} is not a kvbackup index")
-    if index.get("formatVersion") != FORMAT_VERSION:
+    if index.get("formatVersion") not in READABLE_FORMAT_VERSIONS:
         raise BundleError(f"error: {path} is bundle format version {index.get('formatVersion')}; this kubectl-kvbackup "
-                          f"reads version {FORMAT_VERSION}: use a matching release")
+                          f"reads versions {', '.join(map(str, READABLE_FORMAT_VERSIONS))}: use a matching release")
     return Bundle(path, index, contents)
 
 
@@ -401,9 +426,20 @@ def objects_as_read(bundle: Bundle, key: bytes | None) -> dict[Ref, dict[str, An
     """Every object the bundle holds, as it was read from the source (``original/``), decrypted; an object the
     export made up (a DataVolume synthesized from its VM's template) has only its restore file."""
     objects = {}
+    originals: dict[str, dict[str, dict[str, Any]]] = {}  # path → name → object
     for node in bundle.index.get("nodes") or []:
-        path = node.get("original") or node.get("file")
-        if node.get("found") and not node.get("excluded") and path:
-            ref = Ref(node["group"], node["kind"], node["namespace"], node["name"])
-            objects[ref] = bundle.read_object(path, key)
+        if not node.get("found") or node.get("excluded"):
+            continue
+        ref = Ref(node["group"], node["kind"], node["namespace"], node["name"])
+        path = node.get("original")
+        if path is None:
+            if node.get("file"):
+                objects[ref] = bundle.read_object(node["file"], key)
+            continue
+        if path not in originals:
+            originals[path] = {(doc.get("metadata") or {}).get("name"): doc for doc in bundle.read_documents(path, key)}
+        if ref.name not in originals[path]:
+            raise BundleError(f"error: {bundle.path}: {path} does not hold {ref}, which the index lists there: the "
+                              f"bundle was not written by kubectl kvbackup export")
+        objects[ref] = originals[path][ref.name]
     return objects

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from . import __version__, kinds, rules
-from .bundle import FORMAT, FORMAT_VERSION, ORIGINAL, RESOURCES, SHARED, BundleWriter, object_path
+from .bundle import (FORMAT, FORMAT_VERSION, RESOURCES, SHARED, BundleWriter, object_path, original_path,
+                     yaml_stream)
 from .clock import Progress, now_iso
 from .cluster import ApiError, Connection, KubeError, collection_path
 from .cluster import object_path as api_path
@@ -125,6 +126,7 @@ def excluded_nodes(graph: Graph) -> list[Obj]:
 def write_entries(writer: BundleWriter, entries: Iterable[Entry]) -> list[Obj]:
     """Write each entry's files; returns the index's node records."""
     nodes = []
+    originals: dict[str, list[tuple[str, bytes]]] = {}  # path → (name, YAML) of each object as read
     for entry in entries:
         encrypt = entry.secret and writer.key is not None
         node: Obj = {**entry.ref.to_dict(), "found": True, "restore": entry.decision.restore,
@@ -137,12 +139,14 @@ def write_entries(writer: BundleWriter, entries: Iterable[Entry]) -> list[Obj]:
         if entry.data is not None:
             node["data"] = entry.data
         if entry.original is not None:
-            node["original"] = object_path(ORIGINAL, entry.ref, encrypt)
-            writer.write(node["original"], dump_yaml(entry.original), encrypt)
+            node["original"] = original_path(entry.ref, encrypt)
+            originals.setdefault(node["original"], []).append((entry.ref.name, dump_yaml(entry.original)))
         if entry.restore is not None:
             node["file"] = object_path(SHARED if entry.shared else RESOURCES, entry.ref, encrypt)
             writer.write(node["file"], dump_yaml(entry.restore), encrypt)
         nodes.append(node)
+    for path, documents in originals.items():
+        writer.write(path, yaml_stream([document for _, document in sorted(documents)]), path.endswith(".enc"))
     return nodes
 
 

@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from kubectl_kvbackup import rules
-from kubectl_kvbackup.bundle import read_bundle
+from kubectl_kvbackup.bundle import BundleError, objects_as_read, read_bundle
 from kubectl_kvbackup.cli.main import main
+from kubectl_kvbackup.refs import Ref
 from kubectl_kvbackup.yamlout import dump_yaml
 
 from .helpers import EXAMPLES, REPO
@@ -88,14 +89,14 @@ def test_resources_are_apply_ready(capsys, tmp_path):
         assert not set(obj["metadata"]) & set(rules.SERVER_SET_METADATA), path
         assert "status" not in obj, path
         assert obj["metadata"]["labels"][rules.RESTORE_LABEL] == "nightly", path
-    original = yaml.safe_load(bundle.contents["original/demo/cdi.kubevirt.io/DataVolume/fedora-root.yaml"])
+    original = objects_as_read(bundle, None)[Ref("cdi.kubevirt.io", "DataVolume", "demo", "fedora-root")]
     assert original["status"]["phase"] == "Succeeded"
 
 
 def test_index_records_graph_sources_and_checksums(capsys, tmp_path):
     bundle = export_demo(capsys, tmp_path / "b")
     index = bundle.index
-    assert index["format"] == "kvbackup.kubevirt.io/bundle" and index["formatVersion"] == 1
+    assert index["format"] == "kvbackup.kubevirt.io/bundle" and index["formatVersion"] == 2
     assert index["source"] == {"offline": True, "manifests": [EXAMPLES]}
     assert index["freeze"]["note"].startswith("offline export")
     assert {v["result"] for v in index["freeze"]["vmis"]} == {"not-frozen"}
@@ -103,6 +104,55 @@ def test_index_records_graph_sources_and_checksums(capsys, tmp_path):
     assert set(index["files"]) == set(bundle.contents) - {"kvbackup.json"}
     assert {"group": "", "kind": "ConfigMap", "namespace": "demo", "name": "unrelated-config", "found": True} \
         not in index["nodes"]
+
+
+
+def test_original_holds_every_object_as_read_in_one_file_per_kind_and_namespace(capsys, tmp_path):
+    """A file per object in original/ doubled the files an export creates, the cost that dominates on a busy disk."""
+    bundle = export_demo(capsys, tmp_path / "b")
+    read = [n for n in bundle.index["nodes"] if n.get("found") and not n.get("synthesized")]
+    for entry in read:
+        assert entry["original"] == "/".join(("original", entry["namespace"] or "_cluster", entry["group"] or "core",
+                                              entry["kind"] + ".yaml"))
+    files = {entry["original"] for entry in read}
+    assert files == {path for path in bundle.contents if path.startswith("original/")}
+    assert len(files) < len(read)
+    for path in files:  # each object once, ordered by name, nothing else
+        names = [doc["metadata"]["name"] for doc in yaml.safe_load_all(bundle.contents[path])]
+        assert names == sorted(n["name"] for n in read if n["original"] == path), path
+    objects = objects_as_read(bundle, None)
+    assert objects[Ref("kubevirt.io", "VirtualMachine", "demo", "fedora")]["status"]["printableStatus"]
+
+
+def test_bundles_of_format_version_1_are_still_read(capsys, tmp_path):
+    """Version 1 kept a file per object in original/: the same index fields, one document per file."""
+    bundle = export_demo(capsys, tmp_path / "b")
+    current = objects_as_read(bundle, None)
+    contents = {path: data for path, data in bundle.contents.items() if not path.startswith("original/")}
+    for entry in bundle.index["nodes"]:
+        if entry.get("original"):
+            entry["original"] = entry["original"].removesuffix(".yaml") + f"/{entry['name']}.yaml"
+            ref = Ref(entry["group"], entry["kind"], entry["namespace"], entry["name"])
+            contents[entry["original"]] = dump_yaml(current[ref])
+    old = type(bundle)(bundle.path, {**bundle.index, "formatVersion": 1}, contents)
+    assert objects_as_read(old, None) == current
+
+
+def test_an_original_file_without_an_object_the_index_places_there_is_an_error(capsys, tmp_path):
+    bundle = export_demo(capsys, tmp_path / "b")
+    path = node(bundle, "VirtualMachine", "fedora")["original"]
+    ref = Ref("kubevirt.io", "VirtualMachine", "demo", "fedora")
+    as_written, as_read = bundle.contents[path], objects_as_read(bundle, None)
+    bundle.contents[path] = b"".join(
+        dump_yaml(doc) + b"---\n" for doc in yaml.safe_load_all(bundle.contents[path])
+        if doc["metadata"]["name"] != "fedora")
+    with pytest.raises(BundleError, match=re.escape(f"{path} does not hold {ref}, which the index lists there")):
+        objects_as_read(bundle, None)
+    bundle.contents[path] = b"metadata: {name: fedora\n"
+    with pytest.raises(BundleError, match=re.escape(f"{path} is not valid YAML")):
+        objects_as_read(bundle, None)
+    bundle.contents[path] = as_written + b"---\n"  # a trailing separator: no empty object
+    assert objects_as_read(bundle, None) == as_read
 
 
 def export_without_umask(capsys, target):

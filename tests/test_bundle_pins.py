@@ -125,7 +125,9 @@ def test_an_archive_member_outside_the_bundle_is_refused_before_anything_is_read
 @pytest.mark.parametrize("index,message", [
     (b"{not json", "is not valid JSON"),
     (json.dumps({"format": FORMAT, "formatVersion": FORMAT_VERSION + 1}).encode(),
-     f"is bundle format version {FORMAT_VERSION + 1}; this kubectl-kvbackup reads version {FORMAT_VERSION}"),
+     f"is bundle format version {FORMAT_VERSION + 1}; this kubectl-kvbackup reads versions 1, 2: use a matching"),
+    (json.dumps({"format": FORMAT, "formatVersion": 0}).encode(), "is bundle format version 0;"),
+    (json.dumps({"format": FORMAT}).encode(), "is bundle format version None;"),
 ])
 def test_an_index_that_is_not_json_or_of_another_format_version_is_refused(tmp_path, index, message):
     with pytest.raises(BundleError, match=message):

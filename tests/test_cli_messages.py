@@ -205,7 +205,7 @@ def test_version_prints_plugin_bundle_format_and_python(capsys):
     code, out, err = run_cli(capsys, "version")
     assert code == 0 and err == ""
     assert out.splitlines()[0] == f"Plugin Version: v{__version__}"
-    assert "Bundle Format: kvbackup.kubevirt.io/bundle version 1" in out
+    assert "Bundle Format: kvbackup.kubevirt.io/bundle version 2 (reads 1, 2)\n" in out
     assert f"Python Version: {sys.version.split()[0]}" in out
 
 
@@ -213,7 +213,7 @@ def test_version_json_has_the_servers_version_when_reachable(capsys, fake_api, k
     code, out, err = run_cli(capsys, "version", "-o", "json", "--kubeconfig", kubeconfig)
     assert code == 0, err
     data = json.loads(out)
-    assert data["bundleFormatVersion"] == 1 and data["python"]["version"] == sys.version.split()[0]
+    assert data["bundleFormatVersion"] == 2 and data["bundleFormatVersionsRead"] == [1, 2] and data["python"]["version"] == sys.version.split()[0]
     assert data["serverVersion"]["major"] == "1" and data["serverVersion"]["gitVersion"].startswith("v1.")
     code, out, err = run_cli(capsys, "version", "-o", "yaml", "--kubeconfig",
                              kubeconfig_for(tmp_path, f"http://127.0.0.1:{closed_port()}"))

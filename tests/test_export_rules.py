@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from kubectl_kvbackup import kinds, rules
-from kubectl_kvbackup.bundle import read_bundle
+from kubectl_kvbackup.bundle import objects_as_read, read_bundle
 from kubectl_kvbackup.cli.main import main
 from kubectl_kvbackup.refs import Ref
 from kubectl_kvbackup.rules import RestoreContext
@@ -252,7 +252,8 @@ def test_snapshotted_pvc_is_restored_from_its_snapshot_and_marked_populated(expo
     assert restored["metadata"]["annotations"][rules.POPULATED_FOR_ANNOTATION] == "fedora-root"
     assert not {"pv.kubernetes.io/bind-completed", "volume.kubernetes.io/selected-node"} & \
         set(restored["metadata"]["annotations"])
-    assert content(exported, entry["original"])["spec"]["volumeName"] == "pvc-0a1b2c3d"  # original/ as read
+    as_read = objects_as_read(exported, None)[Ref("", "PersistentVolumeClaim", entry["namespace"], "fedora-root")]
+    assert as_read["spec"]["volumeName"] == "pvc-0a1b2c3d"  # original/ as read
     data_volume = content(exported, node(exported, "DataVolume", "fedora-root")["file"])
     assert data_volume["metadata"]["annotations"][rules.PREPOPULATED_ANNOTATION] == "fedora-root"
 

@@ -123,7 +123,7 @@ def test_restore_refuses_encrypted_secrets_without_the_key(capsys, cluster, bund
 
 def test_restore_refuses_a_tampered_truncated_or_newer_bundle(capsys, cluster, bundle, key_file, tmp_path):
     fake, kubeconfig = cluster
-    vm_file = os.path.join(bundle, "original", "demo", "kubevirt.io", "VirtualMachine", "fedora.yaml")
+    vm_file = os.path.join(bundle, "original", "demo", "kubevirt.io", "VirtualMachine.yaml")
     with open(vm_file, "a", encoding="utf-8") as f:
         f.write("# edited\n")
     code, _, err = restore(capsys, kubeconfig, bundle, "-n", "copy", "--encrypt-key-file", key_file)

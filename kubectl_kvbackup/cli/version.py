@@ -25,9 +25,10 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 def versions() -> dict[str, Any]:
     from .. import __version__
-    from ..bundle import FORMAT, FORMAT_VERSION
+    from ..bundle import FORMAT, FORMAT_VERSION, READABLE_FORMAT_VERSIONS
 
     return {"pluginVersion": f"v{__version__}", "bundleFormat": FORMAT, "bundleFormatVersion": FORMAT_VERSION,
+            "bundleFormatVersionsRead": list(READABLE_FORMAT_VERSIONS),
             "python": {"version": platform.python_version(), "implementation": platform.python_implementation(),
                        "executable": sys.executable}}
 
@@ -50,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.output:
         python = data["python"]
         print(f"Plugin Version: {data['pluginVersion']}\n"
-              f"Bundle Format: {data['bundleFormat']} version {data['bundleFormatVersion']}\n"
+              f"Bundle Format: {data['bundleFormat']} version {data['bundleFormatVersion']} (reads "
+              f"{', '.join(map(str, data['bundleFormatVersionsRead']))})\n"
               f"Python Version: {python['version']} ({python['implementation']}, {python['executable']})")
         return 0
     if not args.client:
