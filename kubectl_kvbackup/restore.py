@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 
 from . import kinds, rules
 from .cluster import ApiError, Connection, KubeError, collection_path, object_path
-from .export import apply_ready
+from .export import apply_ready, name_suffix
 from .kinds import Kind, group_of
 from .refs import Ref, ref_of
 from .rules.objects import is_kind, meta_of
@@ -711,10 +711,14 @@ def parse_roots(targets: tuple[tuple[Kind, str], ...], index: Obj) -> list[Ref]:
     return chosen
 
 
-def restore_name_from(bundle_name: str, timestamp: str) -> str:
-    """``<backup>-restore-<time>``, cut to a label value's 63 characters."""
+def restore_name_from(bundle_name: str, timestamp: str, suffix: str) -> str:
+    """``<backup>-restore-<time>-<suffix>``, the backup's name cut so that it fits a label value's 63 characters.
+    The random ``suffix`` (``name_suffix()``) keeps two restores of one bundle started in the same second apart: the
+    restore-rules webhook treats objects of one restore name as one restore (MACs they may share, owners to wait
+    for)."""
     stamp = "".join(c for c in timestamp.lower() if c.isalnum())[:15]
-    return f"{bundle_name[:63 - len(stamp) - 9].rstrip('-')}-restore-{stamp}"
+    tail = f"-restore-{stamp}-{suffix}"
+    return bundle_name[:63 - len(tail)].rstrip("-") + tail
 
 
 

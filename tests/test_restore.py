@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 
@@ -12,11 +13,11 @@ import pytest
 import yaml
 
 from kubectl_kvbackup import rules
-from kubectl_kvbackup.bundle import INDEX
+from kubectl_kvbackup.bundle import INDEX, read_bundle
 from kubectl_kvbackup.cli.main import main
 from kubectl_kvbackup.refs import Ref
 from kubectl_kvbackup.restore import (RestoreOptions, TargetState, map_namespaces, not_ready,
-                                      plan_restore, restore_context)
+                                      plan_restore, restore_context, restore_name_from)
 
 from .helpers import Snapshotter, example_objects, obj
 
@@ -210,6 +211,29 @@ def test_dry_run_client_prints_the_exact_decrypted_objects(capsys, cluster, bund
                              "--dry-run=client")
     assert code == 0, err
     assert "virtualmachineinstance.kubevirt.io/copy/fedora" in out and "skip" in out
+
+
+def test_default_restore_names_differ_between_restores_started_in_the_same_second(capsys, cluster, bundle, key_file):
+    """One restore name is one restore to the webhook (MACs its VMs may share, owners to wait for)."""
+    _, kubeconfig = cluster
+    backup = read_bundle(bundle).index["name"]
+    names = set()
+    for _ in range(2):
+        code, out, err = restore(capsys, kubeconfig, bundle, "-n", "copy", "--encrypt-key-file", key_file,
+                                 "--dry-run=client", "-o", "yaml")
+        assert code == 0, err
+        labels = {i["metadata"]["labels"][rules.RESTORE_LABEL] for i in yaml.safe_load(out)["items"][1:]}
+        assert len(labels) == 1
+        names |= labels
+    assert len(names) == 2 and all(re.fullmatch(re.escape(backup) + r"-restore-\d{8}t\d{6}-[a-z2-9]{5}", name)
+                                   for name in names), names
+
+
+def test_a_default_restore_name_is_a_label_value_whatever_the_backup_name():
+    name = restore_name_from("b" * 63, "2026-12-07T21:30:05.123Z", "x7k2q")
+    assert name == "b" * 33 + "-restore-20261207t213005-x7k2q" and len(name) == 63
+    assert restore_name_from("a" * 29 + "-" * 10, "2026-12-07T21:30:05Z", "x7k2q") == \
+        "a" * 29 + "-restore-20261207t213005-x7k2q"
 
 
 def test_dry_run_server_sends_every_write_with_dry_run_and_stores_nothing(capsys, cluster, bundle, key_file):

@@ -69,7 +69,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
                         help="wait until PVCs are bound, DataVolumes succeeded and VMs ready (or stopped as asked)")
     parser.add_argument("--timeout", default="10m", metavar="DURATION", help="how long --wait waits (default 10m)")
     parser.add_argument("--name", help="restore name, the value of the kvbackup.kubevirt.io/restore label "
-                                       "(default: from the backup name and the time)")
+                                       "(default: BACKUP-restore-TIME-XXXXX, with 5 random characters)")
     parser.add_argument("--parallel", type=int, default=8, metavar="N", help="writes at once inside a step")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summary on stderr")
     add_connection_flags(parser)
@@ -147,6 +147,7 @@ def restore(args: argparse.Namespace) -> int:
     from ..bundle import encrypted_secrets, objects_as_read, open_verified
     from ..clock import now_iso
     from ..crypto import KEY_ENVIRONMENT, load_key
+    from ..export import name_suffix
     from ..restore import (PlanError, RestoreOptions, apply_plan, parse_roots, plan_restore, read_target,
                            restore_name_from, target_ref, target_scope, wait_until_ready)
     from ..sources import ClusterSource
@@ -161,7 +162,8 @@ def restore(args: argparse.Namespace) -> int:
                          f"{KEY_ENVIRONMENT} (key id {bundle.index.get('secrets', {}).get('keyId')}); a restore "
                          "without them would leave VMs without their credentials")
     index = bundle.index
-    options = RestoreOptions(name=args.name or restore_name_from(index.get("name") or "kvbackup", now_iso()),
+    default_name = restore_name_from(index.get("name") or "kvbackup", now_iso(), name_suffix())
+    options = RestoreOptions(name=args.name or default_name,
                              volumes=volume_mode(args, index), namespace_mapping=namespace_mapping(args, index),
                              existing=args.existing, identity=identity_policies(args),
                              run_strategy=args.run_strategy)
