@@ -156,6 +156,9 @@ def test_verbose_6_logs_each_request_once(capsys, fake_api, kubeconfig):
     (["graph", "-o", "xml"], "graph"),
     (["webhook", "render", "--mac-policy", "sometimes"], "webhook render"),
     (["restore", "b", "--volumes", "somehow"], "restore"),
+    (["export", "--all", "--to", "x", "--bogus=1"], "export"),
+    (["webhook", "render", "--bogus"], "webhook render"),
+    (["verify", "a", "b"], "verify"),
 ])
 def test_usage_errors_point_at_the_verbs_own_help(capsys, argv, verb):
     try:
@@ -167,6 +170,17 @@ def test_usage_errors_point_at_the_verbs_own_help(capsys, argv, verb):
     first, second = err.rstrip("\n").split("\n")
     assert first.startswith("error: ")
     assert second == f"See 'kubectl kvbackup {verb} --help' for usage."
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["export", "--all", "--to", "x", "--bogus=1", "--other"], "error: unknown flag: --bogus"),
+    (["--nope"], "error: unknown flag: --nope"),
+    (["verify", "a", "b", "-"], "error: unrecognized arguments: b -"),
+])
+def test_unknown_flags_are_named_as_kubectl_names_them(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and capsys.readouterr().err.split("\n")[0] == message
 
 
 def test_manifests_without_namespace_go_to_the_contexts_namespace(capsys, fake_api, tmp_path):

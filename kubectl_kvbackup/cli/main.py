@@ -37,6 +37,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}\n{help_pointer(self.prog)}\n")
 
 
+def unrecognized_message(arguments: list[str]) -> str:
+    """kubectl's ``unknown flag: --x`` for the first unknown flag, else argparse's list of extra arguments."""
+    flag = next((a for a in arguments if a.startswith("-") and a != "-"), None)
+    return f"unknown flag: {flag.split('=', 1)[0]}" if flag else f"unrecognized arguments: {' '.join(arguments)}"
+
+
 def help_pointer(prog: str) -> str:
     return f"See '{prog} --help' for usage."
 
@@ -106,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         from .completion import argcomplete_hook
 
         argcomplete_hook(parser)
-    args = parser.parse_args(argv)
+    args, unrecognized = parser.parse_known_args(argv)
+    if unrecognized:  # argparse would blame the top-level parser; the verb's help is where the flags are
+        _Parser(prog=getattr(args, "help_prog", parser.prog)).error(unrecognized_message(unrecognized))
     if not hasattr(args, "run"):
         parser.print_help(sys.stderr)
         return 2
