@@ -68,15 +68,21 @@ def sha256(data: bytes) -> str:
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-#: Archive suffixes users may give ``--to``; kvbackup writes only the first two.
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz", ".tar.zst", ".tzst", ".tar",
-                    ".zip", ".gz", ".bz2", ".xz", ".zst", ".7z", ".rar")
+#: Archive suffixes users may give ``--to``; kvbackup writes only the first two. Any other ``.tar.<ext>`` counts too.
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz", ".tar.zst", ".tzst", ".tlz",
+                    ".tar.lz4", ".tar.lzma", ".tar.lz", ".tar.z", ".tar", ".zip", ".gz", ".bz2", ".xz", ".zst", ".lz4",
+                    ".lzma", ".lz", ".z", ".7z", ".rar")
 GZIP_LEVEL = 6  # zlib's default: level 9 costs about twice the CPU for a few percent on YAML
 
 
 def archive_suffix(path: str) -> str | None:
     lower = path.lower()
-    return next((suffix for suffix in ARCHIVE_SUFFIXES if lower.endswith(suffix)), None)
+    known = next((suffix for suffix in ARCHIVE_SUFFIXES if lower.endswith(suffix)), None)
+    if known is not None:
+        return known
+    name = lower.rstrip("/").rsplit("/", 1)[-1]
+    head, dot, extension = name.rpartition(".")
+    return f".tar.{extension}" if dot and head.endswith(".tar") and extension else None
 
 
 def index_json(index: dict[str, Any]) -> bytes:

@@ -425,12 +425,22 @@ def test_export_usage_errors(capsys, tmp_path, argv, message):
     ("b.zip", "does not write .zip archives"),
     ("b.TAR.BZ2", "does not write .tar.bz2 archives"),
     ("b.gz", "does not write .gz archives"),
+    ("b.tar.lz4", "does not write .tar.lz4 archives"),
+    ("b.tar.Z", "does not write .tar.z archives"),
+    ("b.tar.br", "does not write .tar.br archives"),  # any .tar.<ext>, known to us or not
+    ("b.tlz", "does not write .tlz archives"),
 ])
 def test_to_names_only_what_kvbackup_writes(capsys, tmp_path, target, message):
     code, _, err = run(capsys, "export", "-f", EXAMPLES, "-n", "demo", "--all", "--to",
                        str(tmp_path / target) if target.strip() else target)
     assert code == 2 and message in err and "PATH.tar.gz (or .tgz)" in err and "Traceback" not in err
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("target", ["backup.d", "v1.2.tarball", "nightly.tar-old", "tar.gz.d"])
+def test_names_that_only_look_like_archives_are_directories(capsys, tmp_path, target):
+    export_demo(capsys, tmp_path / target)
+    assert (tmp_path / target / "kvbackup.json").is_file()
 
 
 def test_tgz_is_a_tarball_too(capsys, tmp_path):
