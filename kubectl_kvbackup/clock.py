@@ -18,3 +18,11 @@ def iso(moment: float | None) -> str | None:
 
 def now_iso() -> str:
     return iso(time.time()) or ""
+
+
+def go_duration(seconds: float) -> str:
+    """``5m0s`` as KubeVirt's unfreezeTimeout expects a Go duration."""
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return (f"{hours}h" if hours else "") + f"{minutes}m{secs}s"

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator
 from . import __version__, kinds, rules
 from .bundle import (FORMAT, FORMAT_VERSION, RESOURCES, SHARED, BundleWriter, object_path, original_path,
                      yaml_stream)
-from .clock import Progress, now_iso
+from .clock import Progress, go_duration, now_iso
 from .cluster import ApiError, Connection, KubeError, collection_path
 from .cluster import object_path as api_path
 from .crypto import ALGORITHM, key_id
@@ -34,7 +34,7 @@ Obj = dict[str, Any]
 class ExportOptions:
     backup_name: str
     freeze: str = "auto"
-    unfreeze_timeout: str = "5m0s"
+    unfreeze_timeout: float = 300.0  # seconds
     parallel: int = 4
     snapshot: bool = False
     snapshot_class: str | None = None
@@ -209,7 +209,7 @@ CRASH = "crash-consistent"
 NO_DATA = "no data captured"
 
 
-def _guest_verdict(record: FreezeRecord, snapshot: SnapshotRecord) -> tuple[str, str]:
+def _guest_verdict(record: FreezeRecord, snapshot: SnapshotRecord, unfreeze_timeout: float) -> tuple[str, str]:
     """What one guest's state at the cut makes of one snapshot of its disks."""
     if record.result != "frozen":
         return CRASH, f"vmi {record.namespace}/{record.name}: {record.result}" + (
@@ -217,6 +217,12 @@ def _guest_verdict(record: FreezeRecord, snapshot: SnapshotRecord) -> tuple[str,
     if snapshot.cut_seen_at is None or record.thawed_at is None or snapshot.cut_seen_at > record.thawed_at:
         return CRASH, (f"vmi {record.namespace}/{record.name} was thawed before the snapshot was cut (no "
                        "status.creationTime in time)")
+    # virt-launcher thaws the guest by itself once the freeze request's unfreezeTimeout has passed (KubeVirt
+    # pkg/virt-launcher/virtwrap/manager.go, FreezeVMI → scheduleSafetyVMIUnfreeze): a cut seen after that may have
+    # missed the freeze
+    if record.freeze_requested_at is None or snapshot.cut_seen_at > record.freeze_requested_at + unfreeze_timeout:
+        return CRASH, (f"vmi {record.namespace}/{record.name}: KubeVirt's unfreeze timeout ({unfreeze_timeout:.0f}s) "
+                       "may have thawed the guest before the snapshot was cut: raise --unfreeze-timeout")
     if record.thawed_by_guest and (record.freeze_requested_at is None
                                    or snapshot.cut_seen_at > record.freeze_requested_at + VSS_WINDOW):
         return CRASH, (f"vmi {record.namespace}/{record.name}: Windows VSS thawed the guest by itself after about "
@@ -224,7 +230,8 @@ def _guest_verdict(record: FreezeRecord, snapshot: SnapshotRecord) -> tuple[str,
     return APPLICATION, ""
 
 
-def assess_consistency(graph: Graph, records: list[FreezeRecord], snapshots: list[SnapshotRecord]) -> list[Obj]:
+def assess_consistency(graph: Graph, records: list[FreezeRecord], snapshots: list[SnapshotRecord],
+                       unfreeze_timeout: float) -> list[Obj]:
     """What each PVC of the graph got — application-consistent (cut while every running guest using it was
     frozen), crash-consistent (and why), or no data captured — set on the snapshot and guest records too.
     Returns one row per PVC for the report."""
@@ -250,7 +257,7 @@ def assess_consistency(graph: Graph, records: list[FreezeRecord], snapshots: lis
         elif not users.get(ref):
             verdict = (CRASH, "no running guest uses it: as consistent as its last shutdown left it")
         else:
-            verdicts = [_guest_verdict(r, snapshot) for r in users[ref].values()]
+            verdicts = [_guest_verdict(r, snapshot, unfreeze_timeout) for r in users[ref].values()]
             verdict = next((v for v in verdicts if v[0] != APPLICATION), (APPLICATION, ""))
         if snapshot is not None:
             snapshot.consistency, snapshot.consistency_reason = verdict
@@ -278,7 +285,7 @@ def freeze_report(mode: str, options: ExportOptions, records: list[FreezeRecord]
         if record.frozen_for is not None and cut_wait is not None:
             record.overhead = max(0.0, record.frozen_for - cut_wait)
     overhead = None if window is None or cut_wait is None else max(0.0, window - cut_wait)
-    return {"mode": mode, "unfreezeTimeout": options.unfreeze_timeout, "parallel": options.parallel,
+    return {"mode": mode, "unfreezeTimeout": go_duration(options.unfreeze_timeout), "parallel": options.parallel,
             "frozenWindowSeconds": None if window is None else round(window, 3),
             "snapshotCutSeconds": None if cut_wait is None else round(cut_wait, 3),
             "overheadSeconds": None if overhead is None else round(overhead, 3),
@@ -336,10 +343,12 @@ def export(graph: Graph, writer: BundleWriter, options: ExportOptions, source: O
         if connection is None:
             mode, records = "never", unfrozen_records(vmis, "offline export: no cluster", offline=True)
             note = "offline export from manifests: no guest was frozen"
-        elif options.freeze == "never" or not options.snapshot:
+        elif options.freeze == "never" or not options.snapshot or not pvcs:
             mode = options.freeze
             records = unfrozen_records(vmis, "--freeze=never" if options.freeze == "never" else
-                                       "no --snapshot: a freeze protects nothing without a data step")
+                                       "no --snapshot: a freeze protects nothing without a data step"
+                                       if not options.snapshot else
+                                       "no PVC to snapshot: a freeze protects nothing without a data step")
             if options.snapshot:
                 create_snapshots(connection, pvcs, options.backup_name, options.snapshot_class, snapshots,
                                  options.parallel)
@@ -354,19 +363,23 @@ def export(graph: Graph, writer: BundleWriter, options: ExportOptions, source: O
             started = time.time()
             create_snapshots(connection, pvcs, options.backup_name, options.snapshot_class, snapshots,
                              options.parallel)
-            late = wait_for(connection, snapshots, options.backup_name, cut, options.cut_timeout, "snapshots cut",
-                            progress)
+            # the deadline counts from the first freeze, not from the last: KubeVirt's unfreeze timeout runs per
+            # guest from its own freeze, and the first guest frozen has waited longest
+            first_freeze = min((r.freeze_requested_at for r in records
+                                if r.result == "frozen" and r.freeze_requested_at is not None), default=started)
+            late = wait_for(connection, snapshots, options.backup_name, cut,
+                            max(0.0, options.cut_timeout - (time.time() - first_freeze)), "snapshots cut", progress)
             cut_wait = time.time() - started
             if late:
-                warn(f"warning: {len(late)} snapshot(s) not cut within {options.cut_timeout:.0f}s: guests thawed "
-                     "anyway, those snapshots are crash-consistent")
+                warn(f"warning: {len(late)} snapshot(s) not cut within {options.cut_timeout:.0f}s of the first freeze: "
+                     "guests thawed anyway, those snapshots are crash-consistent")
             freezer.thaw()
             window = freezer.frozen_window()
         if snapshots:
             wait_until_ready(connection, snapshots, options.backup_name, options.snapshot_timeout, progress)
             read_contents(connection, snapshots, options.parallel)
-        report = freeze_report(mode, options, records, window, assess_consistency(graph, records, snapshots),
-                               cut_wait, note)
+        report = freeze_report(mode, options, records, window,
+                               assess_consistency(graph, records, snapshots, options.unfreeze_timeout), cut_wait, note)
         entries = plan_entries(graph, options, snapshots)
         nodes = write_entries(writer, counted(entries, "writing bundle", progress)) + excluded_nodes(graph)
         index = build_index(graph, nodes, options, source, report, snapshots)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 from urllib.parse import quote
 
-from .clock import Progress, iso
+from .clock import Progress, go_duration, iso
 from .cluster import ApiError, Connection, KubeError
 
 Obj = dict[str, Any]
@@ -126,7 +126,7 @@ class GuestFreezer:
     guests already thawed, so calling it again is cheap.
     """
 
-    def __init__(self, connection: Connection, unfreeze_timeout: str = "5m0s", parallel: int = 4,
+    def __init__(self, connection: Connection, unfreeze_timeout: float = 300.0, parallel: int = 4,
                  progress: Progress = lambda phase, done, total: None,
                  warn: Callable[[str], None] = lambda message: None):
         self.connection = connection
@@ -145,7 +145,7 @@ class GuestFreezer:
         record.freeze_requested_at = time.time()
         try:
             self.connection.request("PUT", subresource_path(record.namespace, record.name, "freeze"),
-                                    body={"unfreezeTimeout": self.unfreeze_timeout})
+                                    body={"unfreezeTimeout": go_duration(self.unfreeze_timeout)})
         except ApiError as error:
             if error.status == 409:
                 record.result, record.reason = "not-running", "KubeVirt says the VMI is not running (409)"

@@ -75,7 +75,8 @@ def create_snapshots(connection: Connection, pvcs: list[Ref], backup_name: str, 
                      created: list[SnapshotRecord], parallel: int = 4) -> None:
     """Create one VolumeSnapshot per PVC, ``parallel`` at a time, appending each to ``created`` as soon as the
     server has it — so that a caller interrupted meanwhile (Ctrl-C) still knows what to delete. Returns once all
-    are created (not cut). All or nothing: when one fails, those created are deleted again."""
+    are created (not cut). When one fails, the first error is raised once the others are done, and ``created`` holds
+    those to delete: the caller's one clean-up deletes them and names those it could not."""
     errors: list[KubeError] = []
 
     def create(pvc: Ref) -> None:
@@ -99,8 +100,6 @@ def create_snapshots(connection: Connection, pvcs: list[Ref], backup_name: str, 
         list(pool.map(create, pvcs))
     created.sort(key=lambda r: (r.pvc.namespace, r.pvc.name))  # the index's order, whatever finished first
     if errors:
-        delete_snapshots(connection, created)
-        created.clear()
         raise errors[0]
 
 
@@ -142,7 +141,9 @@ def delete_snapshots(connection: Connection, records: list[SnapshotRecord],
 
 
 def _observe(record: SnapshotRecord, status: Obj) -> None:
-    if (status.get("error") or {}).get("message"):
+    # The snapshot controller leaves the last error of a retried step (an update conflict, a timeout) in
+    # status.error after the snapshot went on to become ready; only an error on a snapshot not ready is a failure.
+    if (status.get("error") or {}).get("message") and not status.get("readyToUse"):
         record.error = status["error"]["message"]
         raise KubeError(f"error: VolumeSnapshot {record.pvc.namespace}/{record.name} failed: {record.error}")
     record.content_name = status.get("boundVolumeSnapshotContentName") or record.content_name

@@ -68,10 +68,12 @@ def rfc3339(moment):
 
 class Snapshotter:
     """Plays the CSI external-snapshotter in a thread: binds a VolumeSnapshotContent to each new VolumeSnapshot,
-    cuts it (``status.creationTime``) once ``cut_when()`` holds, and marks it ready to use."""
+    cuts it (``status.creationTime``) once ``cut_when()`` holds, and marks it ready to use. With ``error`` it writes
+    that message in ``status.error`` too: left over from a retried step on a snapshot that still becomes ready, or,
+    with ``fail=True``, the snapshot's failure (never ready, never cut)."""
 
-    def __init__(self, fake, cut_when=lambda: True):
-        self.fake, self.cut_when = fake, cut_when
+    def __init__(self, fake, cut_when=lambda: True, error=None, fail=False):
+        self.fake, self.cut_when, self.error, self.fail = fake, cut_when, error, fail
         self.cut_at = {}  # snapshot name -> when this thread set its creationTime
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -99,6 +101,12 @@ class Snapshotter:
                                                                   "name": meta["name"]}},
                                    "status": {"snapshotHandle": f"handle-{meta['name']}", "readyToUse": True}})
                 new = {"boundVolumeSnapshotContentName": content, "readyToUse": False}
+                if self.error:
+                    new["error"] = {"message": self.error, "time": rfc3339(time.time())}
+                if self.fail:
+                    if not status:
+                        self.fake.add({**snapshot, "status": new})
+                    continue
                 if self.cut_when():
                     self.cut_at[meta["name"]] = time.time()
                     new.update(creationTime=rfc3339(time.time()), readyToUse=True, restoreSize="1Gi")

@@ -540,6 +540,73 @@ def test_progress_printer_repeats_a_long_wait_once_a_minute_and_rewrites_a_termi
                                    "\rfreezing guests: 4/4 (7s)\x1b[K\n")
 
 
+
+def test_the_cut_deadline_counts_from_the_first_freeze(capsys, cluster, tmp_path):
+    """Freezing one guest after another can use up the cut's time: the first guest's unfreeze timeout runs from
+    its own freeze, so the wait for the cut is what is left, here one look."""
+    fake, kubeconfig = cluster
+    for name in ("db", "cache"):
+        fake.set_freeze_behaviour("demo", name, delay=0.6)  # 1.2 s of freezing, more than the 1 s the cut may take
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", "vmi/cache", "--parallel", "1",
+                                      "--unfreeze-timeout", "2s", fake=fake, cut_when=lambda: bool(unfreezes(fake)))
+    assert code == 0, err
+    log = [(r.method, r.path, r.query) for r in fake.requests]
+    last_create = max(i for i, (m, p, _) in enumerate(log) if m == "POST" and p.endswith("/volumesnapshots"))
+    first_thaw = min(i for i, (m, p, _) in enumerate(log) if p.endswith("/unfreeze"))
+    looks = [entry for entry in log[last_create:first_thaw]
+             if entry[0] == "GET" and entry[1].endswith("/volumesnapshots")]
+    assert len(looks) == 1, looks
+    assert "not cut within 1s of the first freeze" in err
+
+
+def test_a_leftover_error_on_a_ready_snapshot_is_no_failure(capsys, cluster, tmp_path):
+    fake, kubeconfig = cluster
+    with Snapshotter(fake, error="Operation cannot be fulfilled on volumesnapshots: the object has been modified"):
+        code, _, err = run(capsys, "export", "vmi/db", "--snapshot", "--kubeconfig", kubeconfig,
+                           "--to", str(tmp_path / "b"))
+    assert code == 0, err
+    assert read_bundle(str(tmp_path / "b")).index["snapshots"][0]["consistency"] == "application-consistent"
+
+
+def test_a_snapshot_in_error_fails_the_export_after_thawing_and_deleting(capsys, cluster, tmp_path):
+    fake, kubeconfig = cluster
+    with Snapshotter(fake, error="failed to take snapshot of the volume: no space left", fail=True):
+        code, _, err = run(capsys, "export", "vmi/db", "--snapshot", "--kubeconfig", kubeconfig,
+                           "--to", str(tmp_path / "b"))
+    assert code == 1
+    assert "error: VolumeSnapshot demo/db-disk-" in err and "failed: failed to take snapshot" in err
+    assert fake.frozen_vmis() == set() and [c.op for c in fake.freeze_calls] == ["freeze", "unfreeze"]
+    assert fake.objects(*SNAPSHOTS) == [] and not (tmp_path / "b").exists()
+
+
+def test_a_snapshot_a_failed_creation_leaves_behind_is_named_with_the_command_that_deletes_it(capsys, cluster,
+                                                                                             tmp_path):
+    fake, _ = cluster
+    kubeconfig = fake.write_kubeconfig(str(tmp_path / "bob.kubeconfig"), namespace="demo", user="bob")
+    fake.deny("bob", "delete", "snapshot.storage.k8s.io", "volumesnapshots")
+    fake.inject("POST", r"/volumesnapshots$", status=500, times=1, delay=0.3)
+    code, _, err = run(capsys, "export", "vmi/db", "vmi/cache", "--snapshot", "--kubeconfig", kubeconfig,
+                       "--to", str(tmp_path / "b"))
+    assert code == 1 and fake.frozen_vmis() == set()
+    [left] = fake.objects(*SNAPSHOTS)
+    name = left["metadata"]["name"]
+    assert f"warning: could not delete VolumeSnapshot demo/{name}" in err
+    assert f"run: kubectl delete volumesnapshot -n demo {name}" in err
+
+
+def test_guests_without_a_pvc_to_snapshot_are_not_frozen(capsys, cluster, tmp_path):
+    fake, kubeconfig = cluster
+    fake.add(obj("kubevirt.io/v1", "VirtualMachineInstance", "ephemeral", metadata={"uid": "uid-e"},
+                 spec={"volumes": [{"name": "root", "containerDisk": {"image": "quay.io/containerdisks/fedora"}}]},
+                 status={"phase": "Running", "conditions": [{"type": "AgentConnected", "status": "True"}]}))
+    with Snapshotter(fake):
+        code, _, err = run(capsys, "export", "vmi/ephemeral", "--snapshot", "--freeze=required", "--kubeconfig",
+                           kubeconfig, "--to", str(tmp_path / "b"))
+    assert code == 0, err
+    assert fake.freeze_calls == []
+    [record] = read_bundle(str(tmp_path / "b")).index["freeze"]["vmis"]
+    assert record["result"] == "not-frozen" and record["reason"].startswith("no PVC to snapshot")
+
 def test_a_cut_after_windows_vss_let_go_is_crash_consistent():
     pvc = Ref("", "PersistentVolumeClaim", "demo", "win-disk")
     vmi = Ref("kubevirt.io", "VirtualMachineInstance", "demo", "win")
@@ -548,11 +615,25 @@ def test_a_cut_after_windows_vss_let_go_is_crash_consistent():
     guest = FreezeRecord("demo", "win", "frozen", freeze_requested_at=100.0, frozen_at=100.5, thawed_at=120.0,
                          thawed_by_guest=True)
     late = SnapshotRecord(pvc, "win-disk-b", None, cut_seen_at=110.5)
-    assert assess_consistency(graph, [guest], [late])[0]["consistency"] == "crash-consistent"
+    assert assess_consistency(graph, [guest], [late], 300)[0]["consistency"] == "crash-consistent"
     assert "Windows VSS thawed the guest by itself" in late.consistency_reason and guest.consistency == \
         "crash-consistent"
     early = SnapshotRecord(pvc, "win-disk-b", None, cut_seen_at=109.5)
-    assert assess_consistency(graph, [guest], [early])[0]["consistency"] == "application-consistent"
+    assert assess_consistency(graph, [guest], [early], 300)[0]["consistency"] == "application-consistent"
+
+
+def test_a_cut_after_kubevirts_unfreeze_timeout_is_crash_consistent():
+    """virt-launcher thaws a guest by itself unfreezeTimeout after the freeze, whatever kvbackup does."""
+    pvc = Ref("", "PersistentVolumeClaim", "demo", "db-disk")
+    vmi = Ref("kubevirt.io", "VirtualMachineInstance", "demo", "db")
+    graph = Graph(roots=[vmi], objects={vmi: {}, pvc: {}},
+                  edges=[GraphEdge(vmi, pvc, "spec.volumes[0].persistentVolumeClaim.claimName", False)])
+    guest = FreezeRecord("demo", "db", "frozen", freeze_requested_at=100.0, frozen_at=100.5, thawed_at=200.0)
+    late = SnapshotRecord(pvc, "db-disk-b", None, cut_seen_at=130.5)
+    assert assess_consistency(graph, [guest], [late], 30)[0]["consistency"] == "crash-consistent"
+    assert "KubeVirt's unfreeze timeout (30s) may have thawed the guest" in late.consistency_reason
+    in_time = SnapshotRecord(pvc, "db-disk-b", None, cut_seen_at=129.5)
+    assert assess_consistency(graph, [guest], [in_time], 30)[0]["consistency"] == "application-consistent"
 
 
 def test_without_access_to_snapshot_contents_the_export_says_what_to_grant(capsys, cluster, tmp_path):

@@ -64,14 +64,6 @@ def parse_unfreeze_timeout(text: str) -> float:
     return seconds
 
 
-def go_duration(seconds: float) -> str:
-    """``5m0s`` as KubeVirt's unfreezeTimeout expects a Go duration."""
-    whole = int(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return (f"{hours}h" if hours else "") + f"{minutes}m{secs}s"
-
-
 class ProgressPrinter:
     """Progress on stderr. On a terminal, one line rewritten in place (phase, counts, elapsed time); elsewhere, a line
     when a phase starts and one per minute while it lasts, so that logs show a long wait is not a hang."""
@@ -154,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     created = now_iso()
     snapshot_timeout = parse_duration(args.snapshot_timeout) or 600.0
     options = ExportOptions(backup_name=args.name or backup_name_from(created, name_suffix()), freeze=args.freeze,
-                            unfreeze_timeout=go_duration(unfreeze), parallel=args.parallel, snapshot=args.snapshot,
+                            unfreeze_timeout=unfreeze, parallel=args.parallel, snapshot=args.snapshot,
                             snapshot_class=args.snapshot_class, snapshot_timeout=snapshot_timeout,
                             cut_timeout=min(cut_deadline(unfreeze), snapshot_timeout), key=key,
                             exclude_secrets=args.exclude_secrets)

@@ -14,7 +14,8 @@ from .. import kinds
 from ..cluster import ApiError, KubeError, connect
 from .common import (UsageError, add_connection_flags, add_namespace_flag, add_targets, connection_options,
                      parse_targets, warn)
-from .export import go_duration, parse_unfreeze_timeout, silent
+from ..clock import go_duration
+from .export import parse_unfreeze_timeout, silent
 
 if TYPE_CHECKING:
     from ..refs import Ref
@@ -66,7 +67,7 @@ def run_freeze(args: argparse.Namespace) -> int:
                                 "not found (a stopped VM has no VMI to freeze)") from None
             raise
     with terminate_as_exception():
-        freezer = GuestFreezer(connection, go_duration(timeout), args.parallel, silent, warn)
+        freezer = GuestFreezer(connection, timeout, args.parallel, silent, warn)
         try:
             records = freezer.freeze(vmis)
         except BaseException:
