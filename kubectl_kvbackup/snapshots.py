@@ -104,7 +104,12 @@ def create_snapshots(connection: Connection, pvcs: list[Ref], backup_name: str, 
 
 
 def delete_command(record: SnapshotRecord) -> str:
-    return f"kubectl delete volumesnapshot -n {record.pvc.namespace} {record.name}"
+    """What deletes a snapshot and its storage: a content still set to Retain must be given back to Delete first."""
+    delete = f"kubectl delete volumesnapshot -n {record.pvc.namespace} {record.name}"
+    if record.content_name and record.deletion_policy == "Retain":
+        return (f"kubectl patch volumesnapshotcontent {record.content_name} --type merge -p "
+                f"'{{\"spec\":{{\"deletionPolicy\":\"Delete\"}}}}' && {delete}")
+    return delete
 
 
 def _set_deletion_policy(connection: Connection, content_name: str, policy: str) -> None:
@@ -129,6 +134,7 @@ def delete_snapshots(connection: Connection, records: list[SnapshotRecord],
         try:
             if record.content_name and record.deletion_policy == "Retain":
                 _set_deletion_policy(connection, record.content_name, "Delete")
+                record.deletion_policy = "Delete"
             connection.request("DELETE", object_path(kinds.VOLUME_SNAPSHOT, kinds.VOLUME_SNAPSHOT.version,
                                                      record.pvc.namespace, record.name))
         except ApiError as error:

@@ -431,6 +431,29 @@ def test_a_failed_export_gives_the_snapshot_contents_it_retained_back_to_deletio
     assert fake.objects(*SNAPSHOTS) == [] and not os.path.exists(tmp_path / "b")
 
 
+
+def test_a_retained_content_that_cannot_be_given_back_is_in_the_command_that_deletes_the_snapshot(capsys, cluster,
+                                                                                                  tmp_path):
+    fake, kubeconfig = cluster
+    fake.inject("GET", r"/volumesnapshotcontents/snapcontent-demo-cache-disk-nightly$", status=500, delay=1.5,
+                message="etcd is unavailable")
+    fake.inject("DELETE", r"/volumesnapshots/db-disk-nightly$", status=500)
+
+    def refuse_giving_back() -> None:  # once the export has set the db content to Retain
+        wait_until(lambda: any(r.method == "PATCH" and r.path.endswith("snapcontent-demo-db-disk-nightly")
+                               for r in fake.requests), "the db content retained")
+        fake.inject("PATCH", r"/volumesnapshotcontents/snapcontent-demo-db-disk-nightly$", status=500)
+
+    thread = threading.Thread(target=refuse_giving_back)
+    thread.start()
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", "vmi/cache", "--name", "nightly",
+                                      fake=fake)
+    thread.join()
+    assert code == 1 and "etcd is unavailable" in err
+    assert ("run: kubectl patch volumesnapshotcontent snapcontent-demo-db-disk-nightly --type merge -p "
+            "'{\"spec\":{\"deletionPolicy\":\"Delete\"}}' && kubectl delete volumesnapshot -n demo db-disk-nightly") in err
+
+
 def test_unfreeze_timeout_below_a_second_is_refused(capsys, cluster, tmp_path):
     _, kubeconfig = cluster
     code, _, err = run(capsys, "export", "vmi/db", "--unfreeze-timeout", "500ms", "--kubeconfig", kubeconfig,
@@ -538,6 +561,24 @@ def test_progress_printer_repeats_a_long_wait_once_a_minute_and_rewrites_a_termi
     printer.close()
     assert terminal.getvalue() == ("\rfreezing guests: 1/4 (0s)\x1b[K\rfreezing guests: 3/4 (5s)\x1b[K"
                                    "\rfreezing guests: 4/4 (7s)\x1b[K\n")
+
+
+def test_a_warning_during_progress_gets_a_line_of_its_own_and_the_count_comes_back():
+    now = [0.0]
+    terminal = io.StringIO()
+    printer = ProgressPrinter(terminal, live=True, clock=lambda: now[0])
+    printer("snapshots cut", 0, 2)
+    printer.warn("warning: 1 snapshot(s) not cut")
+    now[0] = 0.01  # sooner than a redraw would otherwise come
+    printer("snapshots cut", 1, 2)
+    printer.close()
+    assert terminal.getvalue() == ("\rsnapshots cut: 0/2 (0s)\x1b[K\r\x1b[Kwarning: 1 snapshot(s) not cut\n"
+                                   "\rsnapshots cut: 1/2 (0s)\x1b[K\n")
+    logged = io.StringIO()
+    printer = ProgressPrinter(logged, live=False)
+    printer("snapshots cut", 0, 2)
+    printer.warn("warning: late")
+    assert logged.getvalue() == "snapshots cut: 0/2\nwarning: late\n"
 
 
 

@@ -96,6 +96,13 @@ class ProgressPrinter:
     def _line(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
+    def warn(self, message: str) -> None:
+        """A warning on a line of its own: the live line is cleared first and drawn again at the next count."""
+        if self.live and self.phase:
+            self.stream.write("\r\x1b[K")
+            self.shown = -self.every
+        self._line(message)
+
     def close(self) -> None:
         if self.live and self.phase:
             self.stream.write("\n")
@@ -152,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
                             exclude_secrets=args.exclude_secrets)
     printer = None if args.quiet else ProgressPrinter(sys.stderr, sys.stderr.isatty())
     try:
-        index = export_selected(args, options, key, printer or silent)
+        index = export_selected(args, options, key, printer or silent, printer.warn if printer else warn)
     finally:
         if printer is not None:
             printer.close()
@@ -162,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def export_selected(args: argparse.Namespace, options: ExportOptions, key: bytes | None,
-                    progress: Callable[[str, int, int], None]) -> dict:
+                    progress: Callable[[str, int, int], None], warn_during: Callable[[str], None]) -> dict:
     from .. import kinds
     from ..bundle import BundleWriter
     from ..export import export
@@ -183,7 +190,7 @@ def export_selected(args: argparse.Namespace, options: ExportOptions, key: bytes
         connection = source.connection if isinstance(source, ClusterSource) else None
         origin = ({"offline": False, "server": connection.server, "context": connection.context or None}
                   if connection else {"offline": True, "manifests": args.filename})
-        return export(graph, writer, options, origin, connection, progress, warn,
+        return export(graph, writer, options, origin, connection, progress, warn_during,
                       sys.stdout.buffer if args.to == "-" else None)
 
 
