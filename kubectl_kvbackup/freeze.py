@@ -149,6 +149,8 @@ class GuestFreezer:
         except ApiError as error:
             if error.status == 409:
                 record.result, record.reason = "not-running", "KubeVirt says the VMI is not running (409)"
+            elif error.status == 404:  # deleted since it was read: no guest left to freeze, or to hold up a backup
+                record.result, record.reason = "not-running", "the VMI is gone (404): deleted since it was read"
             elif "agent" in str(error).lower():
                 record.result, record.reason = "no-agent", str(error)
             else:

@@ -635,6 +635,20 @@ def test_a_snapshot_a_failed_creation_leaves_behind_is_named_with_the_command_th
     assert f"run: kubectl delete volumesnapshot -n demo {name}" in err
 
 
+
+def test_a_vmi_deleted_before_its_freeze_is_not_running_and_holds_up_no_required_export(capsys, cluster, tmp_path):
+    fake, kubeconfig = cluster
+    fake.inject("PUT", r"/virtualmachineinstances/cache/freeze$", status=404,
+                message='virtualmachineinstances.kubevirt.io "cache" not found')
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", "vmi/cache", "--freeze=required",
+                                      fake=fake)
+    assert code == 0, err
+    records = {r["name"]: r for r in read_bundle(str(tmp_path / "b")).index["freeze"]["vmis"]}
+    assert (records["cache"]["result"], records["cache"]["reason"]) == (
+        "not-running", "the VMI is gone (404): deleted since it was read")
+    assert records["db"]["consistency"] == "application-consistent"
+    assert [c.name for c in unfreezes(fake)] == ["db"]  # nothing to thaw where nothing was frozen
+
 def test_guests_without_a_pvc_to_snapshot_are_not_frozen(capsys, cluster, tmp_path):
     fake, kubeconfig = cluster
     fake.add(obj("kubevirt.io/v1", "VirtualMachineInstance", "ephemeral", metadata={"uid": "uid-e"},
