@@ -14,7 +14,6 @@ import io
 import os
 import sys
 import tempfile
-import threading
 import time
 
 import yaml
@@ -26,7 +25,7 @@ from kubectl_kvbackup import kinds  # noqa: E402
 from kubectl_kvbackup.cli.main import main  # noqa: E402
 from kubectl_kvbackup.cluster import ApiError, ConnectionOptions, collection_path, connect, object_path  # noqa: E402
 from tests.fakeapi import FakeKubeAPI  # noqa: E402
-from tests.test_restore import play_snapshotter, record_snapshot_contents  # noqa: E402
+from tests.helpers import Snapshotter  # noqa: E402
 
 
 def quiet_main(argv: list[str]) -> None:
@@ -37,16 +36,9 @@ def quiet_main(argv: list[str]) -> None:
 
 
 def export_fleet(api: FakeKubeAPI, kubeconfig: str, target: str) -> None:
-    stop = threading.Event()
-    thread = threading.Thread(target=play_snapshotter, args=(api, stop), daemon=True)
-    thread.start()
-    try:
+    with Snapshotter(api):
         quiet_main(["export", "--all", "--snapshot", "--freeze=never", "--kubeconfig", kubeconfig, "--to", target,
                     "-q"])
-    finally:
-        stop.set()
-        thread.join()
-    record_snapshot_contents(api, target)
 
 
 def apply_like_kubectl(kubeconfig: str, resources: str) -> int:
