@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from . import kinds, rules
+from .clock import Progress
 from .cluster import ApiError, Connection, KubeError, collection_path, object_path
-from .export import apply_ready, name_suffix
+from .export import apply_ready
 from .kinds import Kind, group_of
 from .refs import Ref, ref_of
 from .rules.objects import is_kind, meta_of
@@ -604,7 +605,7 @@ def owner_patch(obj: Obj, owner_uid: Callable[[Obj, str], str | None]) -> Obj | 
 
 
 def apply_plan(connection: Connection, plan: Plan, target: TargetState, parallel: int,
-               progress: Callable[[str], None], dry_run: bool = False) -> Result:
+               progress: Progress, dry_run: bool = False) -> Result:
     """Create what the plan says, step by step; stop after a step in which something failed. With ``dry_run`` every
     write is sent with ``dryRun=All``: the cluster checks it and stores nothing."""
     result = Result(plan)
@@ -634,13 +635,14 @@ def apply_plan(connection: Connection, plan: Plan, target: TargetState, parallel
                 except KubeError as error:
                     return action, str(error)
 
-            for action, outcome in pool.map(run, actions):
+            progress(f"writing {name}", 0, len(actions))
+            for count, (action, outcome) in enumerate(pool.map(run, actions), 1):
                 if isinstance(outcome, str):
                     result.failed[action.ref] = outcome
                 else:
                     result.done[action.ref] = action.verb
                     live[action.ref] = outcome
-            progress(f"{name}: {sum(1 for a in actions if a.ref in result.done)} of {len(actions)} written")
+                progress(f"writing {name}", count, len(actions))
             if result.failed and not dry_run:
                 result.not_attempted = [a.ref for _, later in steps[number + 1:] for a in later]
                 break
@@ -742,7 +744,7 @@ def not_ready(obj: Obj) -> str | None:
 WAITED_KINDS = (kinds.PVC, kinds.DATA_VOLUME, kinds.VM)
 
 
-def wait_until_ready(connection: Connection, result: Result, timeout: float, progress: Callable[[str], None],
+def wait_until_ready(connection: Connection, result: Result, timeout: float, progress: Progress,
                      poll: float = 1.0) -> None:
     """Poll what the restore wrote — one LIST per kind and namespace each round — until all of it is ready."""
     bodies = {a.ref: a.body for a in result.plan.actions if a.ref in result.done and a.verb != ANNOTATE}
@@ -750,6 +752,7 @@ def wait_until_ready(connection: Connection, result: Result, timeout: float, pro
     waiting |= {a.ref for a in result.plan.actions if a.verb == ANNOTATE and a.ref in result.done}
     deadline = time.monotonic() + timeout
     reasons: dict[Ref, str] = {}
+    total = len(waiting)
     while waiting:
         for kind in WAITED_KINDS:
             for namespace in sorted({r.namespace for r in waiting if r.is_a(kind)}):
@@ -766,7 +769,7 @@ def wait_until_ready(connection: Connection, result: Result, timeout: float, pro
                             reasons.pop(ref, None)
                         else:
                             reasons[ref] = reason
-        progress(f"waiting for {len(waiting)} object(s)" if waiting else "every restored object is ready")
+        progress("objects ready", total - len(waiting), total)
         if waiting and time.monotonic() >= deadline:
             pending = ", ".join(f"{r} ({reasons.get(r, 'not found')})" for r in sorted(waiting))
             raise KubeError(f"error: timed out after {timeout:.0f}s waiting for {pending}: the restore itself is "

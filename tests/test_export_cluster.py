@@ -13,7 +13,7 @@ import time
 import pytest
 
 from kubectl_kvbackup.bundle import read_bundle
-from kubectl_kvbackup.cli.export import ProgressPrinter
+from kubectl_kvbackup.cli.common import ProgressPrinter
 from kubectl_kvbackup.cli.main import main
 from kubectl_kvbackup.export import assess_consistency
 from kubectl_kvbackup.freeze import FreezeRecord

@@ -213,6 +213,19 @@ def test_dry_run_client_prints_the_exact_decrypted_objects(capsys, cluster, bund
     assert "virtualmachineinstance.kubevirt.io/copy/fedora" in out and "skip" in out
 
 
+
+def test_progress_is_a_line_per_phase_off_a_terminal_and_nothing_with_quiet(capsys, cluster, bundle, key_file):
+    _, kubeconfig = cluster
+    code, _, err = run(capsys, "restore", bundle, "--kubeconfig", kubeconfig, "-n", "copy", "--encrypt-key-file",
+                       key_file)
+    assert code == 0, err
+    lines = err.splitlines()
+    assert lines[0].startswith("objects read: ") and "writing secrets: 0/6" in lines
+    assert lines.index("writing persistent volume claims: 0/5") < lines.index("writing virtual machines: 0/1")
+    code, _, err = run(capsys, "restore", bundle, "--kubeconfig", kubeconfig, "-n", "copy2", "--encrypt-key-file",
+                       key_file, "-q")
+    assert (code, err) == (0, "")
+
 def test_default_restore_names_differ_between_restores_started_in_the_same_second(capsys, cluster, bundle, key_file):
     """One restore name is one restore to the webhook (MACs its VMs may share, owners to wait for)."""
     _, kubeconfig = cluster

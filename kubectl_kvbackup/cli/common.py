@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Callable, TextIO
 
 from .. import kinds
 from ..errors import KubeError
@@ -158,3 +159,52 @@ def connection_options(args: argparse.Namespace) -> ConnectionOptions:
     return ConnectionOptions(kubeconfig=args.kubeconfig, context=args.context, cluster=args.cluster, user=args.user,
                              namespace=getattr(args, "namespace", None),
                              request_timeout=parse_duration(args.request_timeout))
+
+
+class ProgressPrinter:
+    """Progress on stderr. On a terminal, one line rewritten in place (phase, counts, elapsed time); elsewhere, a line
+    when a phase starts and one per minute while it lasts, so that logs show a long wait is not a hang."""
+
+    def __init__(self, stream: TextIO, live: bool, clock: Callable[[], float] = time.monotonic,
+                 every: float = 60.0):
+        self.stream, self.live, self.clock, self.every = stream, live, clock, every
+        self.phase = ""
+        self.started = self.shown = 0.0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        now = self.clock()
+        if phase != self.phase:
+            if self.live and self.phase:
+                self.stream.write("\n")
+            self.phase, self.started, self.shown = phase, now, now
+            if not self.live:
+                self._line(f"{phase}: {done}/{total}")
+                return
+            self.shown = -self.every  # a new phase shows at once
+        elapsed = now - self.started
+        if self.live and (done == total or now - self.shown >= 0.1):
+            self.stream.write(f"\r{phase}: {done}/{total} ({elapsed:.0f}s)\x1b[K")
+            self.stream.flush()
+            self.shown = now
+        elif not self.live and now - self.shown >= self.every:
+            self._line(f"{phase}: {done}/{total} after {elapsed:.0f}s")
+            self.shown = now
+
+    def _line(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def warn(self, message: str) -> None:
+        """A warning on a line of its own: the live line is cleared first and drawn again at the next count."""
+        if self.live and self.phase:
+            self.stream.write("\r\x1b[K")
+            self.shown = -self.every
+        self._line(message)
+
+    def close(self) -> None:
+        if self.live and self.phase:
+            self.stream.write("\n")
+        self.phase = ""
+
+
+def silent(phase: str, done: int, total: int) -> None:
+    """-q: no progress."""

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from typing import TYPE_CHECKING, Callable, TextIO
+from typing import TYPE_CHECKING, Callable
 
-from .common import (UsageError, add_connection_flags, add_selection_flags, check_name_and_parallel, parse_duration,
-                     selection_and_source, warn)
+from .common import (ProgressPrinter, UsageError, add_connection_flags, add_selection_flags, check_name_and_parallel,
+                     parse_duration, selection_and_source, silent, warn)
 from .graph import report_missing
 
 if TYPE_CHECKING:
@@ -62,55 +61,6 @@ def parse_unfreeze_timeout(text: str) -> float:
         raise UsageError(f'error: --unfreeze-timeout "{text}" must be at least 1s: it is KubeVirt\'s safety net '
                          "that thaws a guest if kvbackup dies")
     return seconds
-
-
-class ProgressPrinter:
-    """Progress on stderr. On a terminal, one line rewritten in place (phase, counts, elapsed time); elsewhere, a line
-    when a phase starts and one per minute while it lasts, so that logs show a long wait is not a hang."""
-
-    def __init__(self, stream: TextIO, live: bool, clock: Callable[[], float] = time.monotonic,
-                 every: float = 60.0):
-        self.stream, self.live, self.clock, self.every = stream, live, clock, every
-        self.phase = ""
-        self.started = self.shown = 0.0
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        now = self.clock()
-        if phase != self.phase:
-            if self.live and self.phase:
-                self.stream.write("\n")
-            self.phase, self.started, self.shown = phase, now, now
-            if not self.live:
-                self._line(f"{phase}: {done}/{total}")
-                return
-            self.shown = -self.every  # a new phase shows at once
-        elapsed = now - self.started
-        if self.live and (done == total or now - self.shown >= 0.1):
-            self.stream.write(f"\r{phase}: {done}/{total} ({elapsed:.0f}s)\x1b[K")
-            self.stream.flush()
-            self.shown = now
-        elif not self.live and now - self.shown >= self.every:
-            self._line(f"{phase}: {done}/{total} after {elapsed:.0f}s")
-            self.shown = now
-
-    def _line(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
-
-    def warn(self, message: str) -> None:
-        """A warning on a line of its own: the live line is cleared first and drawn again at the next count."""
-        if self.live and self.phase:
-            self.stream.write("\r\x1b[K")
-            self.shown = -self.every
-        self._line(message)
-
-    def close(self) -> None:
-        if self.live and self.phase:
-            self.stream.write("\n")
-        self.phase = ""
-
-
-def silent(phase: str, done: int, total: int) -> None:
-    """-q: no progress."""
 
 
 def check_target(target: str) -> None:

@@ -11,11 +11,11 @@ import argparse
 from typing import TYPE_CHECKING
 
 from .. import kinds
+from ..clock import go_duration
 from ..cluster import ApiError, KubeError, connect
 from .common import (UsageError, add_connection_flags, add_namespace_flag, add_targets, connection_options,
-                     parse_targets, warn)
-from ..clock import go_duration
-from .export import parse_unfreeze_timeout, silent
+                     parse_targets, silent, warn)
+from .export import parse_unfreeze_timeout
 
 if TYPE_CHECKING:
     from ..refs import Ref

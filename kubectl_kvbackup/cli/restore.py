@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..cluster import KubeError, connect
-from .common import (FIRMWARE_POLICIES, MAC_POLICIES, UsageError, add_connection_flags, check_name_and_parallel,
-                     connection_options, parse_duration, parse_targets, warn)
+from .common import (FIRMWARE_POLICIES, MAC_POLICIES, ProgressPrinter, UsageError, add_connection_flags,
+                     check_name_and_parallel, connection_options, parse_duration, parse_targets, silent, warn)
 from .printers import print_data
 
 if TYPE_CHECKING:
@@ -86,13 +86,6 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     adopter.set_defaults(run=run_adopt)
 
 
-def progress_printer(quiet: bool) -> Callable[[str], None]:
-    """Progress lines on a terminal's stderr; nothing under -q or when stderr is not a terminal."""
-    if quiet or not sys.stderr.isatty():
-        return lambda message: None
-    return lambda message: print(message, file=sys.stderr)
-
-
 def identity_policies(args: argparse.Namespace) -> rules.IdentityPolicies:
     from .. import rules
 
@@ -137,13 +130,17 @@ def validate(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    printer = None if args.quiet else ProgressPrinter(sys.stderr, sys.stderr.isatty())
     try:
-        return restore(args)
+        return restore(args, printer)
     except KeyboardInterrupt:  # before any write: the writes say themselves how far they got
         raise Interrupted("interrupted: nothing was restored") from None
+    finally:
+        if printer is not None:
+            printer.close()
 
 
-def restore(args: argparse.Namespace) -> int:
+def restore(args: argparse.Namespace, printer: ProgressPrinter | None) -> int:
     from ..bundle import encrypted_secrets, objects_as_read, open_verified
     from ..clock import now_iso
     from ..crypto import KEY_ENVIRONMENT, load_key
@@ -154,7 +151,7 @@ def restore(args: argparse.Namespace) -> int:
 
     validate(args)
     roots_asked = parse_targets(args.targets)
-    progress = progress_printer(args.quiet)
+    progress = printer or silent
     key = load_key(args.encrypt_key_file, warn)
     bundle = open_verified(args.bundle, key)
     if encrypted_secrets(bundle) and key is None:
@@ -174,7 +171,7 @@ def restore(args: argparse.Namespace) -> int:
     wanted = [target_ref(ref, options.namespace_mapping) for ref in objects]
     target = read_target(source, target_scope(objects, index, options), wanted)
     plan = plan_restore(objects, index, options, target, roots)
-    progress(f"read the bundle and the cluster ({connection.requests} API requests)")
+    progress("objects read", len(objects), len(objects))
     if args.dry_run == "client":
         return print_plan(plan, args.output)
     conflicts = plan.conflicts()
@@ -187,6 +184,8 @@ def restore(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted: restore {plan.name} stopped part way: re-run with --existing skip --name "
                           f"{plan.name} to complete it") from None
+    if printer is not None:
+        printer.close()  # the summary's lines come next
     if args.output == "json":
         print_data(result.to_dict(), "json", sys.stdout)
     if args.dry_run == "server":
