@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from kubectl_kvbackup import rules
-from kubectl_kvbackup.bundle import BundleError, objects_as_read, read_bundle
+from kubectl_kvbackup.bundle import Bundle, BundleError, objects_as_read, read_bundle
 from kubectl_kvbackup.cli.main import main
 from kubectl_kvbackup.refs import Ref
 from kubectl_kvbackup.yamlout import dump_yaml
@@ -137,6 +137,19 @@ def test_bundles_of_format_version_1_are_still_read(capsys, tmp_path):
     old = type(bundle)(bundle.path, {**bundle.index, "formatVersion": 1}, contents)
     assert objects_as_read(old, None) == current
 
+
+
+def test_objects_made_at_export_are_read_from_their_restore_file_and_unread_ones_are_left_out(tmp_path):
+    made = {"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "metadata": {"name": "made"}}
+    node_of = {"group": "cdi.kubevirt.io", "kind": "DataVolume", "namespace": "demo"}
+    index = {"nodes": [
+        {**node_of, "name": "made", "found": True, "synthesized": True,
+         "file": "resources/demo/cdi.kubevirt.io/DataVolume/made.yaml"},
+        {**node_of, "name": "not-read", "found": True},  # neither file: nothing to read, nothing made up
+        {**node_of, "name": "missing", "found": False, "file": "resources/x.yaml"},
+        {"group": "", "kind": "Secret", "namespace": "demo", "name": "left-out", "found": None, "excluded": True}]}
+    bundle = Bundle(str(tmp_path), index, {"resources/demo/cdi.kubevirt.io/DataVolume/made.yaml": dump_yaml(made)})
+    assert objects_as_read(bundle, None) == {Ref("cdi.kubevirt.io", "DataVolume", "demo", "made"): made}
 
 def test_an_original_file_without_an_object_the_index_places_there_is_an_error(capsys, tmp_path):
     bundle = export_demo(capsys, tmp_path / "b")
