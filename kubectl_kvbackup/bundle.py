@@ -3,8 +3,9 @@
 ``resources/`` holds each object to restore in a file of its own, apply-ready (export rules applied, server-set
 fields dropped, the restore label set), so ``kubectl apply -R -f BUNDLE/resources`` is a valid restore; ``original/``
 holds every object as it was read, a multi-document file per kind and namespace: nothing applies or edits those one by
-one, and a file per object there doubled the files an export creates. Every file's sha256 is in the index. A bundle is written under a temporary name and renamed only when
-complete, with directories 0700 and files 0600 whatever the umask.
+one, and a file per object there doubled the files an export creates. Every file's sha256 is in the index. A bundle
+is written under a temporary name and renamed only when complete, with directories 0700 and files 0600 whatever the
+umask (0400 where the umask takes the owner's write bit too: never readable by anyone else).
 """
 
 from __future__ import annotations
