@@ -81,7 +81,7 @@ def archive_suffix(path: str) -> str | None:
     known = next((suffix for suffix in ARCHIVE_SUFFIXES if lower.endswith(suffix)), None)
     if known is not None:
         return known
-    name = lower.rstrip("/").rsplit("/", 1)[-1]
+    name = lower.rsplit("/", 1)[-1]  # "x.tar.gz/" ends in a slash: a directory, and so no suffix
     head, dot, extension = name.rpartition(".")
     return f".tar.{extension}" if dot and head.endswith(".tar") and extension else None
 

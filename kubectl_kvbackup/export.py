@@ -365,14 +365,16 @@ def export(graph: Graph, writer: BundleWriter, options: ExportOptions, source: O
                              options.parallel)
             # the deadline counts from the first freeze, not from the last: KubeVirt's unfreeze timeout runs per
             # guest from its own freeze, and the first guest frozen has waited longest
-            first_freeze = min((r.freeze_requested_at for r in records
-                                if r.result == "frozen" and r.freeze_requested_at is not None), default=started)
-            late = wait_for(connection, snapshots, options.backup_name, cut,
-                            max(0.0, options.cut_timeout - (time.time() - first_freeze)), "snapshots cut", progress)
-            cut_wait = time.time() - started
-            if late:
-                warn(f"warning: {len(late)} snapshot(s) not cut within {options.cut_timeout:.0f}s of the first freeze: "
-                     "guests thawed anyway, those snapshots are crash-consistent")
+            freezes = [r.freeze_requested_at for r in records
+                       if r.result == "frozen" and r.freeze_requested_at is not None]
+            if freezes:  # with no guest frozen, nothing waits on the cut: readiness, next, implies it
+                late = wait_for(connection, snapshots, options.backup_name, cut,
+                                max(0.0, options.cut_timeout - (time.time() - min(freezes))), "snapshots cut",
+                                progress)
+                cut_wait = time.time() - started
+                if late:
+                    warn(f"warning: {len(late)} snapshot(s) not cut within {options.cut_timeout:.0f}s of the first "
+                         "freeze: guests thawed anyway, those snapshots are crash-consistent")
             freezer.thaw()
             window = freezer.frozen_window()
         if snapshots:

@@ -149,7 +149,9 @@ class GuestFreezer:
         except ApiError as error:
             if error.status == 409:
                 record.result, record.reason = "not-running", "KubeVirt says the VMI is not running (409)"
-            elif error.status == 404:  # deleted since it was read: no guest left to freeze, or to hold up a backup
+            elif error.status == 404 and error.body.get("kind") == "Status":
+                # virt-api's answer that the VMI is gone since it was read (a path no API serves is answered with
+                # text, not a Status): no guest left to freeze, or to hold up a backup
                 record.result, record.reason = "not-running", "the VMI is gone (404): deleted since it was read"
             elif "agent" in str(error).lower():
                 record.result, record.reason = "no-agent", str(error)
@@ -217,7 +219,7 @@ class GuestFreezer:
             record.thawed_at, record.thaw_error = time.time(), ""
             return
         self.warn(f"error: could not thaw vmi {record.namespace}/{record.name}: {record.thaw_error}; KubeVirt thaws it "
-                  f"by itself after the unfreeze timeout ({self.unfreeze_timeout}), or run: kubectl kvbackup thaw "
+                  f"by itself after the unfreeze timeout ({go_duration(self.unfreeze_timeout)}), or run: kubectl kvbackup thaw "
                   f"vmi/{record.name} -n {record.namespace}")
 
     def thaw_failures(self) -> list[FreezeRecord]:

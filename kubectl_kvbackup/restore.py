@@ -623,11 +623,11 @@ def apply_plan(connection: Connection, plan: Plan, target: TargetState, parallel
     steps = plan.steps()
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="restore") as pool:
         for number, (name, actions) in enumerate(steps):
-            if not actions:
-                continue
             if dry_run:  # objects in a namespace the dry run did not create cannot be checked
                 result.not_attempted += [a.ref for a in actions if a.ref.namespace in plan.namespaces]
                 actions = [a for a in actions if not a.ref.namespace or a.ref.namespace not in plan.namespaces]
+            if not actions:
+                continue
 
             def run(action: Action) -> tuple[Action, Obj | str]:
                 try:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import os
+import pty
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -112,3 +115,29 @@ class Snapshotter:
                     new.update(creationTime=rfc3339(time.time()), readyToUse=True, restoreSize="1Gi")
                 self.fake.add({**snapshot, "status": new})
             self._stop.wait(0.02)
+
+
+def on_terminal(*argv: str, cwd: str = REPO) -> tuple[int, str]:
+    """``kubectl kvbackup ARGV`` with stdout and stderr on one pseudo-terminal, as a user sees them: the exit code
+    and everything written, in order."""
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.run([sys.executable, "-m", "kubectl_kvbackup", *argv], stdout=follower, stderr=follower,
+                                 stdin=subprocess.DEVNULL, cwd=cwd, env={**os.environ, "PYTHONPATH": REPO},
+                                 timeout=120)
+        os.close(follower)
+        follower = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal's other end is closed: all of it was read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return process.returncode, b"".join(chunks).decode()
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)

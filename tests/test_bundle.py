@@ -19,7 +19,7 @@ from kubectl_kvbackup.cli.main import main
 from kubectl_kvbackup.refs import Ref
 from kubectl_kvbackup.yamlout import dump_yaml
 
-from .helpers import EXAMPLES, REPO
+from .helpers import EXAMPLES, REPO, on_terminal
 
 
 def run(capsys, *argv):
@@ -347,30 +347,8 @@ def test_not_a_bundle(capsys, tmp_path):
     assert code == 1 and "no such bundle" in err
 
 
-def _export_with_terminal_stderr(tmp_path, *extra):
-    import pty
-    leader, follower = pty.openpty()
-    try:
-        process = subprocess.run([sys.executable, "-m", "kubectl_kvbackup", "export", "-f", EXAMPLES, "-n", "demo",
-                                  "--all", "--to", str(tmp_path / "b"), *extra], stderr=follower,
-                                 stdout=subprocess.DEVNULL, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO},
-                                 timeout=60)
-        os.close(follower)
-        follower = -1
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return process.returncode, b"".join(chunks).decode()
-    finally:
-        os.close(leader)
-        if follower != -1:
-            os.close(follower)
+def _export_with_terminal_stderr(tmp_path, *extra, manifests=EXAMPLES):
+    return on_terminal("export", "-f", manifests, "-n", "demo", "--all", "--to", str(tmp_path / "b"), *extra)
 
 
 def test_progress_on_a_terminal_and_quiet(tmp_path):
@@ -382,6 +360,19 @@ def test_progress_on_a_terminal_and_quiet(tmp_path):
     (tmp_path / "q").mkdir()
     code, text = _export_with_terminal_stderr(tmp_path / "q", "-q")
     assert code == 0 and text == ""
+
+
+def test_warnings_during_progress_on_a_terminal_get_lines_of_their_own(tmp_path):
+    vm = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "lonely", "namespace": "demo"},
+          "spec": {"runStrategy": "Halted", "template": {"spec": {"volumes": [
+              {"name": "config", "configMap": {"name": "gone"}}]}}}}
+    (tmp_path / "vm.yaml").write_bytes(dump_yaml(vm))
+    code, text = _export_with_terminal_stderr(tmp_path, manifests=str(tmp_path / "vm.yaml"))
+    assert code == 0
+    warnings = [line for line in text.replace("\r\n", "\n").split("\n") if "not found" in line]
+    # the live line is cleared ("\r", erase to the end) and the warning written in its place
+    assert warnings and all(line.split("\r")[-1].removeprefix("\x1b[K").startswith(
+        "warning: configmap/demo/gone not found") for line in warnings), warnings
 
 
 def test_resources_never_carry_old_owner_uids(capsys, tmp_path):
@@ -450,10 +441,12 @@ def test_to_names_only_what_kvbackup_writes(capsys, tmp_path, target, message):
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("target", ["backup.d", "v1.2.tarball", "nightly.tar-old", "tar.gz.d"])
+@pytest.mark.parametrize("target", ["backup.d", "v1.2.tarball", "nightly.tar-old", "tar.gz.d", "b.tar.gz/",
+                                    "b.tar.zst/"])
 def test_names_that_only_look_like_archives_are_directories(capsys, tmp_path, target):
-    export_demo(capsys, tmp_path / target)
-    assert (tmp_path / target / "kvbackup.json").is_file()
+    """A trailing slash says directory, whatever the name."""
+    export_demo(capsys, f"{tmp_path}/{target}")
+    assert (tmp_path / target.rstrip("/") / "kvbackup.json").is_file()
 
 
 def test_tgz_is_a_tarball_too(capsys, tmp_path):

@@ -176,6 +176,8 @@ def test_usage_errors_point_at_the_verbs_own_help(capsys, argv, verb):
     (["export", "--all", "--to", "x", "--bogus=1", "--other"], "error: unknown flag: --bogus"),
     (["--nope"], "error: unknown flag: --nope"),
     (["verify", "a", "b", "-"], "error: unrecognized arguments: b -"),
+    (["verify", "a", "b", "-5"], "error: unrecognized arguments: b -5"),  # a negative number is no flag
+    (["version", "--", "x"], "error: unrecognized arguments: -- x"),  # nor what follows "--"
 ])
 def test_unknown_flags_are_named_as_kubectl_names_them(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_:

@@ -404,6 +404,7 @@ def test_a_guest_that_cannot_be_thawed_fails_the_export_loudly(capsys, cluster, 
     code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", "-q", fake=fake)
     assert code == 1
     assert "could not thaw vmi demo/db" in err and "kubectl kvbackup thaw vmi/db -n demo" in err
+    assert "by itself after the unfreeze timeout (5m0s)" in err
     assert "the bundle was written" in err and (tmp_path / "b" / "kvbackup.json").exists()
 
 
@@ -648,6 +649,24 @@ def test_a_vmi_deleted_before_its_freeze_is_not_running_and_holds_up_no_required
         "not-running", "the VMI is gone (404): deleted since it was read")
     assert records["db"]["consistency"] == "application-consistent"
     assert [c.name for c in unfreezes(fake)] == ["db"]  # nothing to thaw where nothing was frozen
+
+
+def test_a_freeze_path_the_server_does_not_serve_is_a_failed_freeze_not_a_vmi_gone(capsys, cluster, tmp_path):
+    """404 page not found (no KubeVirt subresource API) is not the VMI's NotFound: --freeze=required must fail."""
+    fake, kubeconfig = cluster
+    fake.inject("PUT", r"/virtualmachineinstances/db/freeze$", unserved=True)
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", "--freeze=required", fake=fake)
+    assert code == 1 and "could not be frozen: demo/db: failed" in err
+
+
+def test_with_no_guest_frozen_nothing_waits_for_the_cut(capsys, cluster, tmp_path):
+    fake, kubeconfig = cluster
+    fake.add(agent_vmi("db", "uid-db", AgentConnected="False"))
+    code, _, err = export_snapshotted(capsys, kubeconfig, tmp_path / "b", "vmi/db", fake=fake)
+    assert code == 0, err
+    freeze = read_bundle(str(tmp_path / "b")).index["freeze"]
+    assert fake.freeze_calls == [] and freeze["snapshotCutSeconds"] is None and "snapshots cut" not in err
+    assert freeze["vmis"][0]["result"] == "no-agent"
 
 def test_guests_without_a_pvc_to_snapshot_are_not_frozen(capsys, cluster, tmp_path):
     fake, kubeconfig = cluster

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import threading
 import time
 
@@ -19,7 +20,8 @@ from kubectl_kvbackup.refs import Ref
 from kubectl_kvbackup.restore import (RestoreOptions, TargetState, map_namespaces, not_ready,
                                       plan_restore, restore_context, restore_name_from)
 
-from .helpers import Snapshotter, example_objects, obj
+from .helpers import Snapshotter, example_objects, obj, on_terminal
+from .test_export_cluster import plugin_process, wait_until
 
 SNAPSHOT = ("snapshot.storage.k8s.io", "VolumeSnapshot")
 CONTENT = ("snapshot.storage.k8s.io", "VolumeSnapshotContent")
@@ -225,6 +227,15 @@ def test_progress_is_a_line_per_phase_off_a_terminal_and_nothing_with_quiet(caps
     code, _, err = run(capsys, "restore", bundle, "--kubeconfig", kubeconfig, "-n", "copy2", "--encrypt-key-file",
                        key_file, "-q")
     assert (code, err) == (0, "")
+
+
+def test_on_a_terminal_the_plan_starts_on_a_line_of_its_own(cluster, bundle, key_file):
+    _, kubeconfig = cluster
+    code, text = on_terminal("restore", bundle, "-n", "copy", "--encrypt-key-file", key_file, "--dry-run=client",
+                             "--kubeconfig", kubeconfig)
+    assert code == 0, text
+    progress, _, plan = text.partition("\x1b[K\r\n")  # the live line, ended before anything else is written
+    assert progress.startswith("\robjects read: ") and plan.split()[:2] == ["OBJECT", "ACTION"], text
 
 def test_default_restore_names_differ_between_restores_started_in_the_same_second(capsys, cluster, bundle, key_file):
     """One restore name is one restore to the webhook (MACs its VMs may share, owners to wait for)."""
@@ -481,6 +492,24 @@ def test_wait_returns_once_claims_bind_data_volumes_succeed_and_vms_are_ready(ca
         controllers.join()
     assert code == 0, err
 
+
+
+def test_ctrl_c_during_the_wait_says_the_restore_is_complete(cluster, bundle, key_file):
+    fake, kubeconfig = cluster
+    process = plugin_process("restore", bundle, "-n", "waited", "--encrypt-key-file", key_file, "--wait", "--timeout",
+                             "10m", "-q", "--kubeconfig", kubeconfig)
+
+    def claim_lists() -> int:
+        return sum(1 for r in fake.requests if r.method == "GET" and r.path.endswith("/waited/persistentvolumeclaims"))
+
+    wait_until(lambda: fake.get_object(*VM, "waited", "fedora") is not None, "the VM restored", process)
+    listed = claim_lists()
+    wait_until(lambda: claim_lists() > listed, "the wait polling", process)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert err.startswith("error: interrupted: restore ") and "is complete, only the wait for its objects to be " \
+        "ready stopped" in err
 
 def test_a_vm_asked_to_stay_halted_is_waited_for_until_stopped():
     halted = obj("kubevirt.io/v1", "VirtualMachine", "vm", spec={"runStrategy": "Halted"},

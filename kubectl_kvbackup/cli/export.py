@@ -136,7 +136,7 @@ def export_selected(args: argparse.Namespace, options: ExportOptions, key: bytes
         graph = walk(roots, source, keep_reached_roots=bool(selection.targets), unread_kinds=unread)
         progress("objects listed", len(graph.objects), len(graph.objects))
         if not args.quiet:
-            report_missing(graph)
+            report_missing(graph, warn_during)
         connection = source.connection if isinstance(source, ClusterSource) else None
         origin = ({"offline": False, "server": connection.server, "context": connection.context or None}
                   if connection else {"offline": True, "manifests": args.filename})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from .common import add_connection_flags, add_selection_flags, selection_and_source, warn
 from .printers import FORMATS, NotRestored, print_graph
@@ -37,12 +37,12 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def report_missing(graph: Graph) -> None:
+def report_missing(graph: Graph, say: Callable[[str], None] = warn) -> None:
     """What a backup of the graph lacks: required objects not found, and data no object holds."""
     for edge in graph.missing_required():
-        warn(f"warning: {edge.target} not found (required by {edge.source} through {edge.path})")
+        say(f"warning: {edge.target} not found (required by {edge.source} through {edge.path})")
     for note in graph.notes:
-        warn(f"warning: {note.source} uses {note.what} ({note.path}): back it up on the node")
+        say(f"warning: {note.source} uses {note.what} ({note.path}): back it up on the node")
 
 
 def build_graph(args: argparse.Namespace) -> Graph:

@@ -39,7 +39,8 @@ class _Parser(argparse.ArgumentParser):
 
 def unrecognized_message(arguments: list[str]) -> str:
     """kubectl's ``unknown flag: --x`` for the first unknown flag, else argparse's list of extra arguments."""
-    flag = next((a for a in arguments if a.startswith("-") and a != "-"), None)
+    before_end = arguments[:arguments.index("--")] if "--" in arguments else arguments
+    flag = next((a for a in before_end if a.startswith("-") and a != "-" and not a[1:2].isdigit()), None)
     return f"unknown flag: {flag.split('=', 1)[0]}" if flag else f"unrecognized arguments: {' '.join(arguments)}"
 
 

@@ -172,6 +172,8 @@ def restore(args: argparse.Namespace, printer: ProgressPrinter | None) -> int:
     target = read_target(source, target_scope(objects, index, options), wanted)
     plan = plan_restore(objects, index, options, target, roots)
     progress("objects read", len(objects), len(objects))
+    if printer is not None:
+        printer.close()  # what comes next prints lines of its own
     if args.dry_run == "client":
         return print_plan(plan, args.output)
     conflicts = plan.conflicts()
@@ -198,7 +200,11 @@ def restore(args: argparse.Namespace, printer: ProgressPrinter | None) -> int:
                         f"{len(result.done)} written, {len(result.not_attempted)} not attempted: fix the cause and "
                         f"re-run with --existing skip --name {plan.name} to complete it")
     if args.wait:
-        wait_until_ready(connection, result, parse_duration(args.timeout) or float("inf"), progress)
+        try:
+            wait_until_ready(connection, result, parse_duration(args.timeout) or float("inf"), progress)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted: restore {plan.name} is complete, only the wait for its objects to be "
+                              "ready stopped") from None
     return 0
 
 

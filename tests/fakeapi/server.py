@@ -65,6 +65,7 @@ class _Fault:
     delay: float
     times: int | None
     message: str | None
+    unserved: bool = False
 
 
 class _Server(ThreadingHTTPServer):
@@ -74,7 +75,7 @@ class _Server(ThreadingHTTPServer):
         # A client that hung up (a pooled connection closed between two commands run in the test's own process) is
         # no error of the server's, and kube-apiserver logs nothing for it; socketserver would print a traceback to
         # the stderr that tests read.
-        if isinstance(sys.exc_info()[1], ConnectionError):
+        if isinstance(sys.exc_info()[1], (ConnectionError, ssl.SSLError)):  # a client that refused our certificate
             return
         super().handle_error(request, client_address)
 
@@ -256,10 +257,13 @@ class FakeKubeAPI:
         self._authz.allow_only(user, rules)
 
     def inject(self, method: str, path_regex: str, status: int | None = None, delay: float = 0.0,
-               times: int | None = None, message: str | None = None) -> None:
-        """Delay and/or fail requests whose method (``*``: any) and path match, ``times`` times (None: always)."""
+               times: int | None = None, message: str | None = None, unserved: bool = False) -> None:
+        """Delay and/or fail requests whose method (``*``: any) and path match, ``times`` times (None: always).
+        ``unserved``: answer as for a path no handler serves (Go's text/plain ``404 page not found``), as an
+        aggregated API that is not installed does."""
         with self._lock:
-            self._faults.append(_Fault(method.upper(), re.compile(path_regex), status, delay, times, message))
+            self._faults.append(_Fault(method.upper(), re.compile(path_regex), status, delay, times, message,
+                                       unserved))
 
     def _fault_for(self, method: str, path: str) -> _Fault | None:
         with self._lock:
@@ -325,6 +329,8 @@ class FakeKubeAPI:
             fault = self._fault_for(method, path)
             if fault is not None:
                 time.sleep(fault.delay)
+                if fault.unserved:
+                    raise PageNotFound()
                 if fault.status:
                     raise ApiStatus(fault.status, REASONS.get(fault.status, "InternalError"),
                                     fault.message or f"injected failure for {method} {path}")
