@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
 
 import pytest
 import yaml
@@ -246,6 +247,33 @@ def test_bundle_streams_to_stdout(tmp_path):
     assert bundle.index["roots"][0]["name"] == "windows"
     assert os.listdir(scratch) == []
 
+
+
+def test_stdout_export_leaves_nothing_in_the_working_or_temporary_directory(capsysbinary, tmp_path, monkeypatch):
+    scratch, work = tmp_path / "tmp", tmp_path / "cwd"
+    scratch.mkdir()
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    code = main(["export", "-f", EXAMPLES, "-n", "demo", "vm/windows", "--to", "-", "-q"])
+    out = capsysbinary.readouterr().out
+    assert code == 0 and out[:2] == b"\x1f\x8b"  # a gzip stream
+    assert os.listdir(work) == [] and os.listdir(scratch) == []
+
+
+def test_a_bundle_is_built_beside_its_target_never_in_the_temporary_directory(capsys, tmp_path, monkeypatch):
+    """The rename that makes it appear whole works only within one filesystem."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-directory"))
+    for target in ("b", "b.tar.gz"):
+        export_demo(capsys, tmp_path / target)
+        assert sorted(os.listdir(tmp_path)) == sorted(["b", "b.tar.gz"][:1 + (target == "b.tar.gz")])
+
+
+def test_an_export_leaves_no_file_open(capsys, tmp_path):
+    before = len(os.listdir("/proc/self/fd"))
+    export_demo(capsys, tmp_path / "b")
+    export_demo(capsys, tmp_path / "b.tar.gz")
+    assert len(os.listdir("/proc/self/fd")) == before
 
 def test_inspect_outputs(capsys, tmp_path):
     export_demo(capsys, tmp_path / "b")
