@@ -198,3 +198,12 @@ def test_each_file_written_is_recorded_under_the_sha256_of_what_was_stored(tmp_p
     with BundleWriter(str(tmp_path / "b")) as writer:
         path = "resources/demo/core/ConfigMap/a.yaml"
         assert writer.write(path, b"data: 1\n") == hashlib.sha256(b"data: 1\n").hexdigest() == writer.files[path]
+
+
+def test_a_bundle_in_progress_is_named_after_its_target(tmp_path, monkeypatch) -> None:
+    """What an interrupted export leaves for a moment says whose it is: ``.b.<random>.partial`` beside ``b``."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    for target, prefix in ((str(tmp_path / "b"), ".b."), (str(tmp_path / "b.tar.gz"), ".b.tar.gz."), ("-", ".stdout.")):
+        with BundleWriter(target) as writer:
+            name = os.path.basename(writer.work)
+            assert name.startswith(prefix) and name.endswith(".partial"), name
