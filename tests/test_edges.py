@@ -392,7 +392,7 @@ def test_host_disk_data_is_reported_as_not_captured():
                                              "controller": True}]})
     graph = graph_of(kinds.VM, "hd", [host_disk_vm(), vmi, obj("v1", "ConfigMap", "hd-config")])
     note = {"object": Ref.of(kinds.VM, "demo", "hd").to_dict(), "path": f"{T}.volumes[1].hostDisk.path",
-            "what": "hostDisk /var/lib/disks/hd.img on the node: data not captured"}
+            "what": "hostDisk /var/lib/disks/hd.img on the node: data not captured", "advice": "back it up on the node"}
     assert graph.to_dict()["notes"] == [note]  # the VM's own VMI uses the same disk: reported once
     standalone = obj("kubevirt.io/v1", "VirtualMachineInstance", "solo", spec=host_disk_vm()["spec"]["template"]["spec"])
     assert [n.path for n in graph_of(kinds.VMI, "solo", [standalone]).notes] == ["spec.volumes[1].hostDisk.path"]
@@ -405,11 +405,31 @@ def test_host_disk_shows_in_graph_output_warnings_and_the_export_index(capsys, t
     out, err = capsys.readouterr()
     assert f"└── ! hostDisk /var/lib/disks/hd.img on the node: data not captured  ({T}.volumes[1].hostDisk.path)" \
         in out.splitlines()
-    assert "uses hostDisk /var/lib/disks/hd.img on the node: data not captured" in err
+    assert "uses hostDisk /var/lib/disks/hd.img on the node: data not captured (" in err and \
+        "): back it up on the node" in err
     assert main(["export", "-f", str(manifest), "-n", "demo", "vm/hd", "--to", str(tmp_path / "b")]) == 0
     assert read_bundle(str(tmp_path / "b")).index["dataNotCaptured"] == [
         {"object": Ref.of(kinds.VM, "demo", "hd").to_dict(), "path": f"{T}.volumes[1].hostDisk.path",
-         "what": "hostDisk /var/lib/disks/hd.img on the node: data not captured"}]
+         "what": "hostDisk /var/lib/disks/hd.img on the node: data not captured", "advice": "back it up on the node"}]
+
+
+@pytest.mark.parametrize("field,kind,namespace", [("pvc", kinds.PVC, "os-images"), ("pvc", kinds.PVC, None),
+                                                  ("snapshot", kinds.VOLUME_SNAPSHOT, "os-images")])
+def test_the_source_of_an_unfinished_clone_is_named_and_never_followed(field, kind, namespace):
+    """Golden images are shared by many VMs: a backup neither copies nor snapshots them, but a clone that has not
+    finished is cloned again on restore, from a source that must be there."""
+    source = {"name": "fedora-golden", **({"namespace": namespace} if namespace else {})}
+    dv = obj("cdi.kubevirt.io/v1beta1", "DataVolume", "root", spec={"source": {field: source}},
+             status={"phase": "CloneInProgress"})
+    golden = obj(kind.api_version, kind.kind, "fedora-golden", namespace=namespace or "demo")
+    graph = graph_of(kinds.DATA_VOLUME, "root", [dv, golden])
+    expected = Ref.of(kind, namespace or "demo", "fedora-golden")
+    assert [(n.path, n.what, n.advice) for n in graph.notes] == [
+        (f"spec.source.{field}.name", f"{expected}, the source of a clone not finished",
+         "it must exist where the bundle is restored, for CDI to clone it again")]
+    assert expected not in graph.objects and all(e.target != expected for e in graph.edges)
+    finished = graph_of(kinds.DATA_VOLUME, "root", [{**dv, "status": {"phase": "Succeeded"}}, golden])
+    assert finished.notes == []
 
 
 HOOKS = "hooks.kubevirt.io/hookSidecars"

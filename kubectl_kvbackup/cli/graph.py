@@ -42,7 +42,7 @@ def report_missing(graph: Graph, say: Callable[[str], None] = warn) -> None:
     for edge in graph.missing_required():
         say(f"warning: {edge.target} not found (required by {edge.source} through {edge.path})")
     for note in graph.notes:
-        say(f"warning: {note.source} uses {note.what} ({note.path}): back it up on the node")
+        say(f"warning: {note.source} uses {note.what} ({note.path}): {note.advice}")
 
 
 def build_graph(args: argparse.Namespace) -> Graph:

@@ -61,10 +61,12 @@ class Edge:
 
 @dataclass(frozen=True)
 class Uncaptured:
-    """Data an object uses that lives outside any Kubernetes object, so no backup of objects carries it."""
+    """Data an object uses that no object of its graph holds, so no backup of it carries that data; ``advice`` says
+    what to do about it."""
 
     path: str
     what: str
+    advice: str
 
 
 def _meta(obj: Obj) -> Obj:
@@ -250,7 +252,8 @@ def volume_edges(volume: Obj, namespace: str, prefix: str, per_vm: PerVMNames = 
 def uncaptured_volume_data(spec: Obj, prefix: str) -> list[Uncaptured]:
     """``hostDisk`` volumes: a disk image in a node's file system, which no backup of Kubernetes objects holds."""
     return [Uncaptured(f"{prefix}.volumes[{i}].hostDisk.path",
-                       f"hostDisk {_dig(volume, ('hostDisk', 'path')) or '(no path)'} on the node: data not captured")
+                       f"hostDisk {_dig(volume, ('hostDisk', 'path')) or '(no path)'} on the node: data not captured",
+                       "back it up on the node")
             for i, volume in enumerate(spec.get("volumes") or []) if isinstance(volume, dict) and "hostDisk" in volume]
 
 
@@ -537,9 +540,36 @@ EDGE_FUNCTIONS: dict[tuple[str, str], Callable[[Obj, Index], list[Edge]]] = {
 }
 
 
+#: (source, kind): a DataVolume cloned from another claim or from a VolumeSnapshot, perhaps in another namespace
+#: (CDI staging/src/kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1/types.go, DataVolumeSourcePVC,
+#: DataVolumeSourceSnapshot)
+_CLONE_SOURCES: tuple[tuple[str, Kind], ...] = (("pvc", kinds.PVC), ("snapshot", kinds.VOLUME_SNAPSHOT))
+
+
+def unfinished_clone_sources(dv: Obj) -> list[Uncaptured]:
+    """The source of a clone that has not finished. A restore clones again (the claim holds no data yet, so it is
+    not restored), from a source the graph does not follow: golden images shared by many VMs, which a backup must
+    neither copy nor snapshot each time. Once the clone succeeded its source no longer matters."""
+    if (dv.get("status") or {}).get("phase") == "Succeeded":
+        return []
+    source = (dv.get("spec") or {}).get("source") or {}
+    notes = []
+    for field, kind in _CLONE_SOURCES:
+        name = _dig(source, (field, "name"))
+        if name:
+            namespace = _dig(source, (field, "namespace")) or _meta(dv).get("namespace", "")
+            notes.append(Uncaptured(f"spec.source.{field}.name",
+                                    f"{Ref.of(kind, namespace, name)}, the source of a clone not finished",
+                                    "it must exist where the bundle is restored, for CDI to clone it again"))
+    return notes
+
+
 def uncaptured_data(obj: Obj) -> list[Uncaptured]:
-    """What a VM or VMI uses that no backup of objects carries. A VM's own VMI uses the VM's: the VM reports it."""
+    """What a VM or VMI uses that no backup of objects carries (a VM's own VMI uses the VM's: the VM reports it), and
+    the sources of a DataVolume's unfinished clone."""
     kind = ((obj.get("apiVersion") or "").rpartition("/")[0], obj.get("kind", ""))
+    if kind == (kinds.DATA_VOLUME.group, kinds.DATA_VOLUME.kind):
+        return unfinished_clone_sources(obj)
     if kind == (kinds.VM.group, kinds.VM.kind):
         return uncaptured_volume_data(((obj.get("spec") or {}).get("template") or {}).get("spec") or {},
                                       "spec.template.spec")

@@ -24,14 +24,16 @@ class GraphEdge:
 
 @dataclass(frozen=True)
 class GraphNote:
-    """Data an object of the graph uses that no object holds (a hostDisk): the backup cannot carry it."""
+    """Data an object of the graph uses that no object of the graph holds (a hostDisk, the source of an unfinished
+    clone): the backup cannot carry it."""
 
     source: Ref
     path: str
     what: str
+    advice: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"object": self.source.to_dict(), "path": self.path, "what": self.what}
+        return {"object": self.source.to_dict(), "path": self.path, "what": self.what, "advice": self.advice}
 
 
 @dataclass
@@ -87,7 +89,7 @@ def walk(roots: Iterable[tuple[Ref, Obj]], index: Index, keep_reached_roots: boo
         obj = graph.objects[ref]
         if obj is None:
             continue
-        graph.notes += [GraphNote(ref, note.path, note.what) for note in uncaptured_data(obj)]
+        graph.notes += [GraphNote(ref, note.path, note.what, note.advice) for note in uncaptured_data(obj)]
         for edge in edges_of(obj, index):
             graph.edges.append(GraphEdge(ref, edge.target, edge.path, edge.optional))
             if (edge.target.group, edge.target.kind) in unread_kinds:
