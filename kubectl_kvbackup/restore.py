@@ -713,6 +713,18 @@ def parse_roots(targets: tuple[tuple[Kind, str], ...], index: Obj) -> list[Ref]:
     return chosen
 
 
+def needs_from_outside(plan: Plan, index: Obj) -> list[tuple[Ref, str, str]]:
+    """The bundle's data-not-captured notes (``dataNotCaptured``) of the objects this restore writes, by their refs in
+    the target cluster, with what each says and advises: what the restored objects need that the bundle lacks."""
+    written = {a.source: a.ref for a in plan.actions if a.verb in WRITES and a.source is not None}
+    needs = []
+    for note in index.get("dataNotCaptured") or []:
+        target = written.get(Ref(**note["object"]))
+        if target is not None:
+            needs.append((target, note.get("what", ""), note.get("advice", "")))
+    return needs
+
+
 def restore_name_from(bundle_name: str, timestamp: str, suffix: str) -> str:
     """``<backup>-restore-<time>-<suffix>``, the backup's name cut so that it fits a label value's 63 characters.
     The random ``suffix`` (``name_suffix()``) keeps two restores of one bundle started in the same second apart: the

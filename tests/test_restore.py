@@ -237,6 +237,27 @@ def test_on_a_terminal_the_plan_starts_on_a_line_of_its_own(cluster, bundle, key
     progress, _, plan = text.partition("\x1b[K\r\n")  # the live line, ended before anything else is written
     assert progress.startswith("\robjects read: ") and plan.split()[:2] == ["OBJECT", "ACTION"], text
 
+
+def test_what_restored_objects_need_from_outside_the_bundle_is_said(capsys, cluster, tmp_path):
+    """A clone not finished is cloned again where it is restored: its source must be there."""
+    fake, kubeconfig = cluster
+    vm = obj("kubevirt.io/v1", "VirtualMachine", "cloner", spec={"runStrategy": "Halted", "template": {"spec": {
+        "volumes": [{"name": "root", "dataVolume": {"name": "cloner-root"}}]}}})
+    dv = obj("cdi.kubevirt.io/v1beta1", "DataVolume", "cloner-root",
+             spec={"source": {"pvc": {"namespace": "os-images", "name": "golden"}}, "storage": {}},
+             status={"phase": "CloneInProgress"})
+    (tmp_path / "cloner.yaml").write_text(yaml.safe_dump_all([vm, dv]))
+    code, _, err = run(capsys, "export", "-f", str(tmp_path / "cloner.yaml"), "-n", "demo", "vm/cloner", "--to",
+                       str(tmp_path / "b"), "-q")
+    assert code == 0, err
+    code, _, err = run(capsys, "restore", str(tmp_path / "b"), "-n", "copy", "--volumes=reimport", "--kubeconfig",
+                       kubeconfig)
+    assert code == 0, err
+    assert fake.get_object(*DV, "copy", "cloner-root") is not None
+    assert ("  not in the bundle: datavolume.cdi.kubevirt.io/copy/cloner-root uses persistentvolumeclaim/os-images/"
+            "golden, the source of a clone not finished: it must exist where the bundle is restored, for CDI to clone "
+            "it again") in err.splitlines()
+
 def test_default_restore_names_differ_between_restores_started_in_the_same_second(capsys, cluster, bundle, key_file):
     """One restore name is one restore to the webhook (MACs its VMs may share, owners to wait for)."""
     _, kubeconfig = cluster

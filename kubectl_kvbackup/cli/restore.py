@@ -193,7 +193,7 @@ def restore(args: argparse.Namespace, printer: ProgressPrinter | None) -> int:
     if args.dry_run == "server":
         return report_dry_run(result, args.quiet)
     if not args.quiet:
-        summarize(plan, result, connection.requests)
+        summarize(plan, result, connection.requests, index)
     if not result.ok:
         failed = "; ".join(f"{ref}: {error}" for ref, error in result.failed.items())
         raise PlanError(f"error: restore {plan.name} failed for {len(result.failed)} object(s): {failed}; "
@@ -258,12 +258,16 @@ def report_dry_run(result: Any, quiet: bool) -> int:
     return 1 if result.failed else 0
 
 
-def summarize(plan: Plan, result: Any, requests: int) -> None:
+def summarize(plan: Plan, result: Any, requests: int, index: dict[str, Any]) -> None:
+    from ..restore import needs_from_outside
+
     for action in plan.actions:
         if action.verb == "skip":
             warn(f"  not restored: {action.ref}: {'; '.join(action.notes)}")
         for change in action.changes:
             warn(f"  changed {action.ref}: {change}")
+    for ref, what, advice in needs_from_outside(plan, index):
+        warn(f"  not in the bundle: {ref} uses {what}" + (f": {advice}" if advice else ""))
     warn(f"restore {plan.name}: {len(result.done)} object(s) written, {len(result.owners_repointed)} "
          f"ownerReference(s) re-pointed, {len(plan.namespaces)} namespace(s) created, {requests} API requests")
 
