@@ -59,8 +59,8 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
            ("remove", "self._tar = None"),
            ("remove", "if self._archive is not None: self._archive.close() self._archive = None"),
            ("remove", "self._archive.close()"), ("remove", "self._archive = None"))},
-    **{("bundle", function, operator, source): "the archive's bytes are the same whichever way they are buffered on the "
-       "way to gzip, and it is still handed over a chunk at a time or sooner: the members, their order and their "
+    **{("bundle", function, operator, source): "the archive's bytes are the same whichever way they are buffered on "
+       "the way to gzip, and it is still handed over a chunk at a time or sooner: the members, their order and their "
        "padding do not change"
        for function, operator, source in (
            ("_write", "flip", "len(data) >= self.CHUNK"), ("_write", "negate", "len(data) >= self.CHUNK"),

@@ -367,7 +367,7 @@ def export(graph: Graph, writer: BundleWriter, options: ExportOptions, source: O
             # guest from its own freeze, and the first guest frozen has waited longest
             freezes = [r.freeze_requested_at for r in records
                        if r.result == "frozen" and r.freeze_requested_at is not None]
-            if freezes:  # with no guest frozen, nothing waits on the cut: readiness, next, implies it
+            if freezes:  # with no guest frozen nothing depends on when the cut comes: the wait for readiness covers it
                 late = wait_for(connection, snapshots, options.backup_name, cut,
                                 max(0.0, options.cut_timeout - (time.time() - min(freezes))), "snapshots cut",
                                 progress)

@@ -219,8 +219,8 @@ class GuestFreezer:
             record.thawed_at, record.thaw_error = time.time(), ""
             return
         self.warn(f"error: could not thaw vmi {record.namespace}/{record.name}: {record.thaw_error}; KubeVirt thaws it "
-                  f"by itself after the unfreeze timeout ({go_duration(self.unfreeze_timeout)}), or run: kubectl kvbackup thaw "
-                  f"vmi/{record.name} -n {record.namespace}")
+                  f"by itself after the unfreeze timeout ({go_duration(self.unfreeze_timeout)}), or run: "
+                  f"kubectl kvbackup thaw vmi/{record.name} -n {record.namespace}")
 
     def thaw_failures(self) -> list[FreezeRecord]:
         return [r for r in self._attempted if r.thawed_at is None and r.thaw_error]

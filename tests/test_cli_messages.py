@@ -229,7 +229,8 @@ def test_version_json_has_the_servers_version_when_reachable(capsys, fake_api, k
     code, out, err = run_cli(capsys, "version", "-o", "json", "--kubeconfig", kubeconfig)
     assert code == 0, err
     data = json.loads(out)
-    assert data["bundleFormatVersion"] == 2 and data["bundleFormatVersionsRead"] == [1, 2] and data["python"]["version"] == sys.version.split()[0]
+    assert data["bundleFormatVersion"] == 2 and data["bundleFormatVersionsRead"] == [1, 2]
+    assert data["python"]["version"] == sys.version.split()[0]
     assert data["serverVersion"]["major"] == "1" and data["serverVersion"]["gitVersion"].startswith("v1.")
     code, out, err = run_cli(capsys, "version", "-o", "yaml", "--kubeconfig",
                              kubeconfig_for(tmp_path, f"http://127.0.0.1:{closed_port()}"))

@@ -452,7 +452,8 @@ def test_a_retained_content_that_cannot_be_given_back_is_in_the_command_that_del
     thread.join()
     assert code == 1 and "etcd is unavailable" in err
     assert ("run: kubectl patch volumesnapshotcontent snapcontent-demo-db-disk-nightly --type merge -p "
-            "'{\"spec\":{\"deletionPolicy\":\"Delete\"}}' && kubectl delete volumesnapshot -n demo db-disk-nightly") in err
+            "'{\"spec\":{\"deletionPolicy\":\"Delete\"}}' && kubectl delete volumesnapshot -n demo "
+            "db-disk-nightly") in err
 
 
 def test_unfreeze_timeout_below_a_second_is_refused(capsys, cluster, tmp_path):
