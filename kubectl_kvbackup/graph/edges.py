@@ -522,12 +522,16 @@ def pool_edges(pool: Obj, index: Index) -> list[Edge]:
     ]
 
 
+def data_volume_succeeded(dv: Obj) -> bool:
+    """CDI finished populating the DataVolume's claim (import, clone or upload)."""
+    return (dv.get("status") or {}).get("phase") == "Succeeded"
+
+
 def data_volume_edges(dv: Obj, index: Index) -> list[Edge]:
     namespace = _meta(dv).get("namespace", "")
     # once imported, CDI needs the source's credentials only to import again: their absence breaks nothing
-    imported = (dv.get("status") or {}).get("phase") == "Succeeded"
     return [Edge(Ref.of(kinds.PVC, namespace, _meta(dv).get("name", "")), "metadata.name", optional=True),
-            *data_volume_spec_edges(dv.get("spec") or {}, namespace, "spec", optional=imported)]
+            *data_volume_spec_edges(dv.get("spec") or {}, namespace, "spec", optional=data_volume_succeeded(dv))]
 
 
 EDGE_FUNCTIONS: dict[tuple[str, str], Callable[[Obj, Index], list[Edge]]] = {
@@ -550,7 +554,7 @@ def unfinished_clone_sources(dv: Obj) -> list[Uncaptured]:
     """The source of a clone that has not finished. A restore clones again (the claim holds no data yet, so it is
     not restored), from a source the graph does not follow: golden images shared by many VMs, which a backup must
     neither copy nor snapshot each time. Once the clone succeeded its source no longer matters."""
-    if (dv.get("status") or {}).get("phase") == "Succeeded":
+    if data_volume_succeeded(dv):
         return []
     source = (dv.get("spec") or {}).get("source") or {}
     notes = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .. import kinds
-from ..graph.edges import is_hotplug_pod, is_launcher_pod, revision_name
+from ..graph.edges import data_volume_succeeded, is_hotplug_pod, is_launcher_pod, revision_name
 from ..kinds import group_of
 from ..refs import Ref
 from .objects import (ALLOW_CLAIM_ADOPTION_ANNOTATION, CHECKPOINT_CURRENT_ANNOTATION, CHECKPOINT_DONE_ANNOTATION,
@@ -26,10 +26,6 @@ def copy_revision_names(vm: Obj) -> Obj:
         if matcher and name and not matcher.get("revisionName"):
             matcher["revisionName"] = name
     return result
-
-
-def data_volume_succeeded(dv: Obj) -> bool:
-    return (dv.get("status") or {}).get("phase") == "Succeeded"
 
 
 def mark_prepopulated(dv: Obj) -> Obj:
