@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import socket
-import ssl
 import subprocess
 import sys
-import threading
 from typing import Iterator
 
 import pytest
@@ -16,6 +14,7 @@ import yaml
 
 from kubectl_kvbackup.cli.main import main
 
+from .fakeapi import FakeKubeAPI
 from .helpers import EXAMPLES, REPO, example_objects
 
 
@@ -64,61 +63,17 @@ def test_unknown_host_is_named(capsys, tmp_path):
 
 
 @pytest.fixture
-def tls_front(fake_api, tmp_path) -> Iterator[str]:
-    """The fake API server behind a TLS terminator with a self-signed certificate, as many dev clusters are."""
-    from kubectl_kvbackup import certs
-
-    material = certs.issue(["localhost"], ip_addresses=("127.0.0.1",))
-    (tmp_path / "tls.crt").write_bytes(material.cert_pem + material.ca_pem)
-    (tmp_path / "tls.key").write_bytes(material.key_pem)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(str(tmp_path / "tls.crt"), str(tmp_path / "tls.key"))
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    backend = fake_api.url.rsplit(":", 1)[1]
-    stop = threading.Event()
-
-    def pipe(source: socket.socket, target: socket.socket) -> None:
-        try:
-            while chunk := source.recv(65536):
-                target.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for end in (source, target):
-                try:
-                    end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                raw, _ = listener.accept()
-            except OSError:
-                continue
-            try:
-                client = context.wrap_socket(raw, server_side=True)
-            except (OSError, ssl.SSLError):
-                raw.close()
-                continue
-            upstream = socket.create_connection(("127.0.0.1", int(backend)))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"https://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    listener.close()
+def tls_api() -> Iterator[FakeKubeAPI]:
+    """The fake API server over HTTPS with a certificate of its own CA, as many dev clusters have."""
+    with FakeKubeAPI(tls=True) as api:
+        yield api
 
 
-def test_insecure_skip_tls_verify_prints_no_warning_as_kubectl(fake_api, tls_front, tmp_path):
-    fake_api.add_all(example_objects())
-    config = kubeconfig_for(tmp_path, tls_front, **{"insecure-skip-tls-verify": True})
+def test_insecure_skip_tls_verify_prints_no_warning_as_kubectl(tls_api, tmp_path):
+    tls_api.add_all(example_objects())
+    config = kubeconfig_for(tmp_path, tls_api.url, **{"insecure-skip-tls-verify": True})
     config_text = yaml.safe_load(open(config))
-    config_text["users"][0]["user"]["token"] = fake_api.token_for("admin")
+    config_text["users"][0]["user"]["token"] = tls_api.token_for("admin")
     (tmp_path / "kubeconfig").write_text(yaml.safe_dump(config_text))
     result = run_subprocess("graph", "vm/windows", "-o", "name", "--kubeconfig", config,
                             env={"PYTHONWARNINGS": "default"})
@@ -127,10 +82,10 @@ def test_insecure_skip_tls_verify_prints_no_warning_as_kubectl(fake_api, tls_fro
     assert result.stderr == ""
 
 
-def test_an_unverifiable_certificate_is_kubectls_x509_error(capsys, tls_front, tmp_path):
-    code, _, err = run_cli(capsys, "graph", "--all", "--kubeconfig", kubeconfig_for(tmp_path, tls_front))
+def test_an_unverifiable_certificate_is_kubectls_x509_error(capsys, tls_api, tmp_path):
+    code, _, err = run_cli(capsys, "graph", "--all", "--kubeconfig", kubeconfig_for(tmp_path, tls_api.url))
     assert code == 1
-    assert err.startswith(f"error: Unable to connect to the server {tls_front}: tls: failed to verify certificate: "
+    assert err.startswith(f"error: Unable to connect to the server {tls_api.url}: tls: failed to verify certificate: "
                           "x509: ")
     assert len(err.splitlines()) == 1 and "SSL" not in err.split("x509: ", 1)[0]
 
