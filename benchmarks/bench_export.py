@@ -23,7 +23,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,8 +32,10 @@ from benchmarks.fleet import fleet  # noqa: E402
 from kubectl_kvbackup.bundle import read_bundle  # noqa: E402
 from kubectl_kvbackup.cli.main import main  # noqa: E402
 from tests.fakeapi import FakeKubeAPI  # noqa: E402
+from tests.helpers import Snapshotter  # noqa: E402
 
 ROUNDS = 3
+BASELINES = ("kubectl", "python")
 #: The python baseline: each listed collection as YAML, one file per collection, with the export's serialiser.
 PYTHON_BASELINE = """
 import os, sys
@@ -118,8 +119,8 @@ def bench_export(count: int) -> None:
             print(f"  kubectl baseline: {'; '.join('kubectl ' + ' '.join(get) for get in gets)}")
         else:
             print("  no kubectl on PATH: the kubectl baseline is left out")
-        results: dict[str, list[tuple[float, float, float]]] = {"kubectl": [], "python": [], "directory": [],
-                                                                 ".tar.gz": []}
+        results: dict[str, list[tuple[float, float, float]]] = {**{base: [] for base in BASELINES},
+                                                                 "directory": [], ".tar.gz": []}
         for round_ in range(ROUNDS):
             if kubectl:
                 results["kubectl"].append(kubectl_baseline(kubectl, kubeconfig, gets, home,
@@ -132,8 +133,7 @@ def bench_export(count: int) -> None:
                 for what, runs in results.items() if runs}
         for what, (wall, cpu, memory) in best.items():
             ratios = "; ".join(f"{wall / best[base][0]:.2f}x {base} (CPU {cpu / best[base][1]:.2f}x)"
-                               for base in ("kubectl", "python") if base in best and base != what
-                               and what not in ("kubectl", "python"))
+                               for base in BASELINES if base in best and what not in BASELINES)
             print(f"  {what:10} best of {ROUNDS}: {wall:.2f} s, CPU {cpu:.2f} s{', ' + ratios if ratios else ''}, "
                   f"peak memory {memory:.0f} MiB")
 
@@ -145,20 +145,6 @@ def quiet_main(argv: list[str]) -> None:
         raise SystemExit(f"export failed with exit code {code}: {argv}")
 
 
-def snapshotter(api: FakeKubeAPI, stop: threading.Event) -> None:
-    """The CSI snapshotter: a content bound, the cut and readiness at once."""
-    while not stop.is_set():
-        for snapshot in api.objects("snapshot.storage.k8s.io", "VolumeSnapshot"):
-            if not (snapshot.get("status") or {}).get("readyToUse"):
-                content = f"snapcontent-{snapshot['metadata']['name']}"
-                api.add({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
-                         "metadata": {"name": content}, "spec": {"driver": "bench.csi"},
-                         "status": {"snapshotHandle": content}})
-                api.add({**snapshot, "status": {"readyToUse": True, "boundVolumeSnapshotContentName": content,
-                                                "creationTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}})
-        stop.wait(0.05)
-
-
 def bench_frozen_window(vmis: int = 50, latency: float = 0.02) -> None:
     for parallel in (1, 8):
         with FakeKubeAPI() as api, tempfile.TemporaryDirectory() as tmp:
@@ -166,16 +152,10 @@ def bench_frozen_window(vmis: int = 50, latency: float = 0.02) -> None:
             for i in range(vmis):
                 api.set_freeze_behaviour("bench", f"vm-{i:05d}", delay=latency)
             kubeconfig = api.write_kubeconfig(os.path.join(tmp, "kubeconfig"), namespace="bench")
-            stop = threading.Event()
-            thread = threading.Thread(target=snapshotter, args=(api, stop), daemon=True)
-            thread.start()
-            try:
-                target = os.path.join(tmp, "bundle")
+            target = os.path.join(tmp, "bundle")
+            with Snapshotter(api):  # the CSI snapshotter: a content bound, the cut and readiness at once
                 quiet_main(["export", "--all", "--snapshot", "--parallel", str(parallel), "--kubeconfig", kubeconfig,
                             "--to", target, "-q"])
-            finally:
-                stop.set()
-                thread.join()
             freeze = read_bundle(target).index["freeze"]
             longest = max(v["frozenForSeconds"] for v in freeze["vmis"])
             print(f"{vmis} VMIs, --parallel {parallel}: frozen window {freeze['frozenWindowSeconds']:.2f} s "
