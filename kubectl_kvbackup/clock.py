@@ -20,6 +20,11 @@ def now_iso() -> str:
     return iso(time.time()) or ""
 
 
+def compact_time(timestamp: str) -> str:
+    """``2026-11-25T01:22:33.123Z`` as ``20261125t012233``: to the second, in the characters a name or label allows."""
+    return "".join(c for c in timestamp.lower() if c.isalnum())[:15]
+
+
 def go_duration(seconds: float) -> str:
     """``5m0s`` as KubeVirt's unfreezeTimeout expects a Go duration."""
     whole = int(seconds)

@@ -6,7 +6,6 @@ snapshot, wait for the cut, thaw, wait until ready, write.
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator
 from . import __version__, kinds, rules
 from .bundle import (FORMAT, FORMAT_VERSION, RESOURCES, SHARED, BundleWriter, object_path, original_path,
                      yaml_stream)
-from .clock import Progress, go_duration, now_iso
+from .clock import Progress, compact_time, go_duration, now_iso
 from .cluster import ApiError, Connection, KubeError, collection_path
 from .cluster import object_path as api_path
 from .crypto import ALGORITHM, key_id
@@ -66,7 +65,7 @@ def backup_name_from(timestamp: str, suffix: str) -> str:
     """``kvbackup-20261125t012233z-x7k2q``: a valid label value and name suffix, from the creation time and a random
     ``suffix`` (``name_suffix()``), so that two exports started in the same second never share snapshot names or
     labels."""
-    return "kvbackup-" + re.sub(r"[^0-9a-z]", "", timestamp.lower().split(".")[0]) + f"z-{suffix}"
+    return f"kvbackup-{compact_time(timestamp)}z-{suffix}"
 
 
 def name_suffix(length: int = 5) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from . import kinds, rules
-from .clock import Progress
+from .clock import Progress, compact_time
 from .cluster import ApiError, Connection, KubeError, collection_path, object_path
 from .export import apply_ready
 from .kinds import Kind, group_of
@@ -730,8 +730,7 @@ def restore_name_from(bundle_name: str, timestamp: str, suffix: str) -> str:
     The random ``suffix`` (``name_suffix()``) keeps two restores of one bundle started in the same second apart: the
     restore-rules webhook treats objects of one restore name as one restore (MACs they may share, owners to wait
     for)."""
-    stamp = "".join(c for c in timestamp.lower() if c.isalnum())[:15]
-    tail = f"-restore-{stamp}-{suffix}"
+    tail = f"-restore-{compact_time(timestamp)}-{suffix}"
     return bundle_name[:63 - len(tail)].rstrip("-") + tail
 
 
